@@ -1,0 +1,1 @@
+from . import backbones, detectors, heads, losses, segmentors  # noqa: F401

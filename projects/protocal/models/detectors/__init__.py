@@ -1,0 +1,3 @@
+from .point_detector import PointDetector
+
+__all__ = ['PointDetector']

@@ -1,0 +1,4 @@
+"""Point heads: a generic multi-scale heatmap head and the papers' ViG decoder head."""
+from .heatmap_point_head import BaseHeatmapPointHead, HeatmapPointHead
+
+__all__ = ['BaseHeatmapPointHead', 'HeatmapPointHead']

@@ -1,0 +1,105 @@
+"""Semantic energies: how much loss an (unlabelled) node should receive.
+
+A node that looks like annotated cells gets a low energy, so the "background" cross-entropy it would
+otherwise receive (it is unlabelled, hence background in a sparse target) is shrunk. Labelled nodes
+always have energy 1. Energies are per node, shape (B, C, N); they are upsampled to pixels by
+:func:`energy_to_pixels`.
+
+* :func:`agnostic_energy` is SEL's energy (one map, copied to every channel) and PCL's background
+  channel ``E^0``.
+* :func:`class_energies` is PCL's per-class energy mixing prototype similarity and local affinity.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .affinity import mean_affinity, prototype_cosine
+
+__all__ = ['agnostic_energy', 'class_energies', 'energy_to_pixels']
+
+
+def agnostic_energy(feats: Tensor, node_masks: Tensor) -> Tensor:
+    """Class-agnostic semantic energy ``E_j = 1 - S_j`` (SEL; PCL's background channel).
+
+    ``S_j`` is the mean [0, 1] affinity of node ``j`` to all labelled nodes of its image (any
+    class). Labelled nodes get ``E = 1``; an image without labelled nodes gets ``E = 1``
+    everywhere, i.e. the plain cross-entropy.
+
+    Args:
+        feats: (B, D, N) node features.
+        node_masks: (B, K, N) bool multi-hot node labels.
+
+    Returns:
+        (B, N) energies in [0, 1].
+    """
+    labelled = node_masks.any(1)
+    affinity, _ = mean_affinity(feats, labelled)
+    energy = 1 - affinity
+    return torch.where(labelled, torch.ones_like(energy), energy)
+
+
+def class_energies(feats: Tensor,
+                   node_masks: Tensor,
+                   prototypes: Tensor,
+                   alpha: float = 0.2,
+                   prototype_similarity: str = 'cosine') -> Tensor:
+    """PCL energies for the background and every foreground class, (B, K + 1, N).
+
+    For class ``c``: ``M^c_j = alpha * g^c_j + (1 - alpha) * S^c_j`` where ``g^c_j`` is the
+    similarity of node ``j`` to prototype ``p_c`` and ``S^c_j`` its mean affinity to the nodes
+    labelled ``c`` in the same image; when the image has no ``c`` label, ``M^c_j = g^c_j``.
+    ``E^c = 1 - M^c``. Channel 0 is :func:`agnostic_energy`. Every labelled node (any class) gets
+    energy 1 in every channel.
+
+    Args:
+        feats: (B, D, N) node features.
+        node_masks: (B, K, N) bool multi-hot node labels.
+        prototypes: (K, D) class prototypes.
+        alpha: weight of the global (prototype) term.
+        prototype_similarity: ``'cosine'`` uses the raw cosine in [-1, 1], as the reference code
+            does (so ``E^c`` lies in [0, 2]); ``'cosine01'`` maps it to [0, 1] like the local term.
+    """
+    if prototype_similarity not in ('cosine', 'cosine01'):
+        raise ValueError(f"prototype_similarity must be 'cosine' or 'cosine01', "
+                         f'got {prototype_similarity!r}')
+    glob = prototype_cosine(feats, prototypes)  # (B, K, N)
+    if prototype_similarity == 'cosine01':
+        glob = (1 + glob) / 2
+    local, count = mean_affinity(feats, node_masks)  # (B, K, N), (B, K)
+    has_label = (count > 0).unsqueeze(-1)
+    mixed = torch.where(has_label, alpha * glob + (1 - alpha) * local, glob)
+    fg_energy = 1 - mixed
+    bg_energy = agnostic_energy(feats, node_masks).unsqueeze(1)
+    energy = torch.cat([bg_energy, fg_energy], dim=1)
+    labelled = node_masks.any(1, keepdim=True)
+    return torch.where(labelled, torch.ones_like(energy), energy)
+
+
+def energy_to_pixels(energy: Tensor, grid_hw: Tuple[int, int], out_hw: Tuple[int, int],
+                     mode: str = 'bilinear', detach: bool = False,
+                     channels: Optional[int] = None) -> Tensor:
+    """Reshape node energies to a grid and upsample them to pixel resolution.
+
+    Args:
+        energy: (B, N) or (B, C, N).
+        grid_hw: node grid ``(h, w)``.
+        out_hw: pixel size ``(H, W)``.
+        mode: ``'bilinear'`` (reference, align_corners=False) or ``'nearest'``.
+        detach: stop the cross-entropy gradient from flowing into the features through the energy.
+        channels: if given and ``energy`` is (B, N), the map is repeated to this many channels.
+
+    Returns:
+        (B, C, H, W) pixel energies.
+    """
+    if energy.dim() == 2:
+        energy = energy.unsqueeze(1)
+    if detach:
+        energy = energy.detach()
+    grid = energy.reshape(energy.shape[0], energy.shape[1], *grid_hw)
+    kwargs = dict(align_corners=False) if mode == 'bilinear' else {}
+    pixels = F.interpolate(grid, size=tuple(out_hw), mode=mode, **kwargs)
+    if channels is not None and pixels.shape[1] == 1:
+        pixels = pixels.expand(-1, channels, -1, -1)
+    return pixels
