@@ -1,0 +1,10 @@
+"""Framework-free evaluation helpers shared by the metrics and the visualizers."""
+from .point_matching import (MATCH_METHODS, MatchCounts, as_points, candidate_pairs,
+                             count_matches, match_counts, match_points, match_points_by_class,
+                             points_to_original, resolve_strict)
+
+__all__ = [
+    'MATCH_METHODS', 'MatchCounts', 'as_points', 'candidate_pairs', 'count_matches',
+    'match_counts', 'match_points', 'match_points_by_class', 'points_to_original',
+    'resolve_strict'
+]

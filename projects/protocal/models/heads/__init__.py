@@ -1,4 +1,5 @@
 """Point heads: a generic multi-scale heatmap head and the papers' ViG decoder head."""
 from .heatmap_point_head import BaseHeatmapPointHead, HeatmapPointHead
+from .vig_point_head import ViGHeatmapPointHead
 
-__all__ = ['BaseHeatmapPointHead', 'HeatmapPointHead']
+__all__ = ['BaseHeatmapPointHead', 'HeatmapPointHead', 'ViGHeatmapPointHead']

@@ -1,0 +1,7 @@
+# Plain heatmap point detector (uncalibrated soft cross-entropy) with 10% of the points annotated:
+# the baseline SEL and PCL calibrate. Same model, data, subset, seed and schedule as
+# configs/sel/sel_r18-fpn_40e_ihc-demo-10pct.py and configs/pcl/pcl_r18-fpn_40e_ihc-demo-10pct.py.
+_base_ = [
+    '../_base_/models/heatmap_point_r18_fpn.py', '../_base_/datasets/ihc_demo_points.py',
+    '../_base_/schedules/schedule_demo_cpu.py', '../_base_/default_runtime.py'
+]

@@ -1,0 +1,71 @@
+"""Pre-flight checks shared by ``tools/train.py`` and ``tools/test.py``.
+
+They run before the runner is built, so a wrong path fails in a second with a message that
+names the config field and the fix, instead of after model construction deep inside a dataset.
+"""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Any, Iterator, Sequence, Tuple
+
+__all__ = ['iter_data_roots', 'check_data_roots', 'check_file_exists', 'default_work_dir']
+
+DATASETS_DOC = 'docs/datasets.md'
+
+
+def check_file_exists(path: str, what: str) -> str:
+    """Return ``path`` if it is an existing file, else raise ``FileNotFoundError``.
+
+    Args:
+        path (str): File to check (``~`` is expanded).
+        what (str): What the file is, used in the message (e.g. ``'config file'``).
+    """
+    full = osp.expanduser(path)
+    if not osp.isfile(full):
+        hint = ' (it is a directory)' if osp.isdir(full) else ''
+        raise FileNotFoundError(f'{what} not found: {path!r}{hint}')
+    return full
+
+
+def default_work_dir(config_path: str) -> str:
+    """``work_dirs/<config file stem>``, the OpenMMLab default work directory."""
+    return osp.join('work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def iter_data_roots(dataset_cfg: Any, path: str) -> Iterator[Tuple[str, str]]:
+    """Yield ``(config_path, data_root)`` for a dataset config and the datasets it wraps.
+
+    Follows ``dataset`` (``RepeatDataset``, ``ClassBalancedDataset``, ...) and ``datasets``
+    (``ConcatDataset``) keys. Remote roots (``s3://...``) are skipped.
+    """
+    if not isinstance(dataset_cfg, dict):
+        return
+    root = dataset_cfg.get('data_root')
+    if isinstance(root, str) and root and '://' not in root:
+        yield f'{path}.data_root', root
+    inner = dataset_cfg.get('dataset')
+    if inner is not None:
+        yield from iter_data_roots(inner, f'{path}.dataset')
+    for i, sub in enumerate(dataset_cfg.get('datasets') or ()):
+        yield from iter_data_roots(sub, f'{path}.datasets[{i}]')
+
+
+def check_data_roots(cfg: Any, dataloader_keys: Sequence[str]) -> None:
+    """Raise ``FileNotFoundError`` naming the first missing ``data_root`` of the given loaders.
+
+    Args:
+        cfg (mmengine.Config | dict): Full config.
+        dataloader_keys (Sequence[str]): e.g. ``('train_dataloader', 'val_dataloader')``;
+            keys that are absent or ``None`` are skipped.
+    """
+    for key in dataloader_keys:
+        loader = cfg.get(key)
+        if not isinstance(loader, dict):
+            continue
+        for field, root in iter_data_roots(loader.get('dataset'), f'{key}.dataset'):
+            if not osp.isdir(osp.expanduser(root)):
+                raise FileNotFoundError(
+                    f'{field} = {root!r} does not exist (resolved to '
+                    f'{osp.abspath(osp.expanduser(root))!r}). Prepare the dataset as described in '
+                    f'{DATASETS_DOC}, or point the config at it with '
+                    f'--cfg-options {field}=/path/to/data')
