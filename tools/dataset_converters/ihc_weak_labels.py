@@ -21,7 +21,6 @@ Example (the bundled demo data)::
         --img-format jpg --jpeg-quality 97
 """
 import argparse
-import csv
 import json
 import os
 import os.path as osp
@@ -31,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from protocal.apis.classical import IHC_CLASSES, ihc_pseudo_labels
+from protocal.datasets import write_csv_points
 
 __all__ = ['read_rgb', 'tile_points', 'convert', 'parse_args', 'main']
 
@@ -134,11 +134,11 @@ def convert(image: str,
                                                                       f'{name}.{img_format}'),
                    img_format, jpeg_quality)
         rows = sorted(per_tile[(tr, tc)])  # by y, then x
-        with open(osp.join(ann_dir, f'{name}.csv'), 'w', newline='') as f:
-            writer = csv.writer(f, lineterminator='\n')
-            writer.writerow(['x', 'y', 'class'])
-            for y, x, cls in rows:
-                writer.writerow([f'{x:.2f}', f'{y:.2f}', cls])
+        write_csv_points(
+            osp.join(ann_dir, f'{name}.csv'),
+            np.array([(x, y) for y, x, _ in rows], np.float64).reshape(-1, 2),
+            [cls for _, _, cls in rows],
+            decimals=2)
         counts = {cls: sum(r[2] == cls for r in rows) for cls in IHC_CLASSES}
         tiles.append(dict(index=index, name=name, split=split, x0=x0, y0=y0, **counts))
     return dict(

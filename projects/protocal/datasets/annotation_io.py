@@ -505,10 +505,14 @@ def write_csv_points(path: str,
         classes: class name or id of every point.
         annotated: optional sparse-subset flags, written as an ``annotated`` column of 1/0.
         header: write the header row ``x,y,class[,annotated]``.
-        decimals: round coordinates to this many decimals (``None``: shortest exact repr;
-            integer-valued coordinates are written without a decimal point).
+        decimals: round coordinates to this many decimals (``None``: the shortest repr that reads
+            back to the same value of the array's dtype, float32 or float64; integer-valued
+            coordinates are written without a decimal point).
     """
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    points = np.asarray(points)
+    if points.dtype != np.float32:  # float32 input is written with float32's shortest repr
+        points = points.astype(np.float64)
+    points = points.reshape(-1, 2)
     classes = list(classes)
     if len(classes) != len(points):
         raise ValueError(f'{len(points)} points but {len(classes)} classes')
@@ -516,10 +520,10 @@ def write_csv_points(path: str,
     if flags is not None and len(flags) != len(points):
         raise ValueError(f'{len(points)} points but {len(flags)} annotated flags')
 
-    def fmt(v: float) -> str:
+    def fmt(v: np.floating) -> str:
         if decimals is not None:
-            v = round(v, decimals)
-        return str(int(v)) if float(v).is_integer() else repr(float(v))
+            v = v.dtype.type(round(float(v), decimals))
+        return np.format_float_positional(v, unique=True, trim='-')
 
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(path, 'w', newline='', encoding='utf-8') as f:

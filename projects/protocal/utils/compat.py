@@ -90,6 +90,36 @@ def is_cpu_only() -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# 0. Known deprecation noise (installed first: importing mmengine already triggers some)
+# --------------------------------------------------------------------------------------------
+#: (message regex, category) pairs of warnings raised inside the pinned OpenMMLab releases.
+KNOWN_DEPRECATIONS = (
+    # mmengine / mmcv import pkg_resources (setuptools < 81 is pinned for it)
+    (r'pkg_resources is deprecated', UserWarning),
+    # mmcv / mmdet decorate helpers with torch.jit.script / interface (deprecated in torch 2.x)
+    (r'`torch\.jit\.script` is deprecated', DeprecationWarning),
+    (r'`torch\.jit\.interface` is deprecated', DeprecationWarning),
+    # mmengine's AMP wrapper uses the torch.cuda.amp aliases
+    (r'`torch\.cuda\.amp\.\w+\(args\.\.\.\)` is deprecated', FutureWarning),
+    # mmcv.cnn.bricks.transformer re-exports an op that moved to mmcv.ops
+    (r'``MultiScaleDeformableAttention`` has been moved', ImportWarning),
+)
+
+
+def silence_known_deprecations() -> None:
+    """Hide deprecation warnings raised inside the pinned OpenMMLab releases.
+
+    They appear on every run, point at third-party code the user cannot change, and bury real
+    warnings. Only these exact messages are filtered; everything else is still shown.
+    """
+    for message, category in KNOWN_DEPRECATIONS:
+        warnings.filterwarnings('ignore', message=message, category=category)
+
+
+silence_known_deprecations()
+
+
+# --------------------------------------------------------------------------------------------
 # 1. Checkpoint loading under torch >= 2.6
 # --------------------------------------------------------------------------------------------
 def _supports_weights_only() -> bool:
@@ -344,31 +374,6 @@ def _build_cpu_ddp_class() -> type:
 
 
 CPUDistributedDataParallel = _build_cpu_ddp_class()
-
-
-# --------------------------------------------------------------------------------------------
-# 4. Known deprecation noise
-# --------------------------------------------------------------------------------------------
-#: (message regex, category) pairs of warnings raised inside the pinned OpenMMLab releases.
-KNOWN_DEPRECATIONS = (
-    # mmengine / mmcv import pkg_resources (setuptools < 81 is pinned for it)
-    (r'pkg_resources is deprecated', UserWarning),
-    # mmcv / mmdet decorate helpers with torch.jit.script / interface (deprecated in torch 2.x)
-    (r'`torch\.jit\.script` is deprecated', DeprecationWarning),
-    (r'`torch\.jit\.interface` is deprecated', DeprecationWarning),
-    # mmengine's AMP wrapper uses the torch.cuda.amp aliases
-    (r'`torch\.cuda\.amp\.\w+\(args\.\.\.\)` is deprecated', FutureWarning),
-)
-
-
-def silence_known_deprecations() -> None:
-    """Hide deprecation warnings raised inside the pinned OpenMMLab releases.
-
-    They appear on every run, point at third-party code the user cannot change, and bury real
-    warnings. Only these exact messages are filtered; everything else is still shown.
-    """
-    for message, category in KNOWN_DEPRECATIONS:
-        warnings.filterwarnings('ignore', message=message, category=category)
 
 
 # --------------------------------------------------------------------------------------------

@@ -296,24 +296,18 @@ def points_to_original(points, scale_factor) -> np.ndarray:
 
     GT points go through the test pipeline (``PointResize`` moves them with the image) while
     predictions are reported in the original image, so the metric and the visualizer map the GT
-    back with the sample's ``scale_factor`` ``(w_scale, h_scale)``. The detector's own
-    ``protocal.structures.unscale_points`` is used when it exists (one convention everywhere),
-    else ``points / scale_factor``.
+    back with the sample's ``scale_factor`` ``(w_scale, h_scale)``, using the same pixel-centre
+    convention as the heads (:func:`protocal.structures.unscale_points`).
     """
+    from protocal.structures import unscale_points  # lazy: structures imports torch
     points = as_points(points, 'points')
     if hasattr(scale_factor, 'detach'):
         scale_factor = scale_factor.detach().cpu().numpy()
-    scale = np.asarray(scale_factor, np.float64).reshape(-1)[:2]
+    scale = np.asarray(scale_factor, np.float64).reshape(-1)
+    if scale.size == 1:
+        scale = np.repeat(scale, 2)
     if scale.shape != (2, ) or not np.isfinite(scale).all() or (scale <= 0).any():
         raise ValueError(f'invalid scale_factor {scale_factor!r}; expected (w_scale, h_scale) > 0')
     if len(points) == 0 or np.allclose(scale, 1.0):
         return points
-    try:
-        from protocal.structures import unscale_points
-    except ImportError:
-        return points / scale
-    import torch
-    out = unscale_points(torch.from_numpy(points), tuple(scale.tolist()))
-    if hasattr(out, 'detach'):
-        out = out.detach().cpu().numpy()
-    return np.asarray(out, np.float64).reshape(-1, 2)
+    return np.asarray(unscale_points(points, tuple(scale.tolist())), np.float64)
