@@ -288,7 +288,8 @@ def test_her2_names_and_reference_ids(tmp_path):
 
 
 def test_filter_empty_gt(tmp_path):
-    ds = make_csv_dataset(tmp_path, {'a': '', 'b': '1,1,1\n'}, filter_cfg=dict(filter_empty_gt=True))
+    ds = make_csv_dataset(
+        tmp_path, {'a': '', 'b': '1,1,1\n'}, filter_cfg=dict(filter_empty_gt=True))
     assert len(ds) == 1 and ds.get_data_info(0)['img_id'] == 'b'
 
 

@@ -273,6 +273,10 @@ def test_blob_detector_output_contract():
     assert set(BlobPointDetector(dab_threshold=10.0)(rgb)['labels'].tolist()) == {1}
     # more separation -> fewer peaks
     assert len(BlobPointDetector(min_distance=12)(rgb)['points']) < n
+    # a blank (white) image: no detection, no error
+    blank = det(np.full((32, 32, 3), 255, np.uint8))
+    assert blank['points'].shape == (0, 2) and blank['labels'].shape == (0, )
+    assert blank['scores'].dtype == np.float32
 
 
 # ------------------------------------------------------------------------------ baseline tool

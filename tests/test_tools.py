@@ -172,14 +172,19 @@ def test_train_amp_on_cpu_is_refused():
         train_tool.build_config(train_tool.parse_args([TOY_CFG, '--amp']))
 
 
-def test_train_cli_error_is_one_clear_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'train.py'), TOY_CFG, '--cfg-options',
-         f'train_dataloader.dataset.data_root={tmp_path}/absent'],
-        env=tool_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
-    assert 'train.py: error: train_dataloader.dataset.data_root' in proc.stderr
-    assert 'Traceback' not in proc.stderr
+def test_train_main_reports_error_in_one_line(tmp_path):
+    """main() turns pre-flight errors into ``SystemExit('train.py: error: ...')``: one line on
+    stderr, no traceback."""
+    with pytest.raises(SystemExit) as err:
+        train_tool.main([TOY_CFG, '--cfg-options',
+                         f'train_dataloader.dataset.data_root={tmp_path}/absent'])
+    assert str(err.value).startswith('train.py: error: train_dataloader.dataset.data_root')
+
+
+def test_test_main_reports_missing_checkpoint(tmp_path):
+    with pytest.raises(SystemExit) as err:
+        test_tool.main([TOY_CFG, str(tmp_path / 'absent.pth')])
+    assert str(err.value).startswith('test.py: error: checkpoint not found')
 
 
 # ------------------------------------------------------------------------------------------

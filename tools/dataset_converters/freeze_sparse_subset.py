@@ -88,6 +88,7 @@ def freeze(dataset, sampling: Dict[str, Any], out_dir: str, only_annotated: bool
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
         description='write the sparse annotated subset of a point dataset to CSV files',
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -97,6 +98,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--split', default='train_dataloader',
         help='config key of the dataloader whose dataset is frozen (default: train_dataloader)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config entries, e.g. train_dataloader.dataset.data_root=data/x')
     parser.add_argument('--data-root', help='folder mode: dataset root')
     parser.add_argument('--img-prefix', default='images/train', help='folder mode: image folder')
     parser.add_argument(
@@ -130,7 +134,7 @@ def main(argv=None) -> int:
     if (args.config is None) == (args.data_root is None):
         raise SystemExit('give either a config file or --data-root (folder mode)')
     if args.config is not None:
-        ds_cfg = _dataset_cfg_from_config(args.config, args.split, None)
+        ds_cfg = _dataset_cfg_from_config(args.config, args.split, args.cfg_options)
         sampling = _find_sampling(ds_cfg.get('pipeline')) or {}
         sampling.pop('type', None)
         ds_cfg['pipeline'] = []

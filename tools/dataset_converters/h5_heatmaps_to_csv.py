@@ -17,7 +17,8 @@ Three ways to get points (``--source``):
 * ``coords`` (default): every point of ``coords``; its class is the foreground channel of
   ``class_heat_map`` with the largest value at the point's pixel (the pixel of a point always holds
   1.0 in its own class channel), or ``sparse_coords_label`` when the point is one of the sparse
-  points. Points whose pixel is outside the heatmap or zero in every channel are skipped and counted.
+  points. Points whose pixel is outside the heatmap or zero in every channel are skipped and
+  counted.
   An ``annotated`` column marks the points listed in ``sparse_coords``, so the reference's frozen
   sparse subset is kept exactly.
 * ``peaks``: the reference evaluation GT (spec section 7 / trap T14): ``peak_local_max`` on each

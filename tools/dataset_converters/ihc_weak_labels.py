@@ -1,11 +1,11 @@
 """Tile a brightfield IHC image and write classical pseudo point labels per tile.
 
 The whole image goes through the classical weak-label pipeline
-(:func:`protocal.apis.classical.ihc_pseudo_labels`: colour deconvolution, H-channel Otsu + watershed
-nuclei, DAB call by the mean DAB density in a 4-px perinuclear ring vs the Otsu threshold of DAB over
-tissue). It runs on the full image (not per tile) so that percentiles and thresholds are those of the
-whole image. The image is then cut into ``tile_size`` squares; each nucleus goes to the tile that
-holds its centroid, with coordinates relative to that tile.
+(:func:`protocal.apis.classical.ihc_pseudo_labels`: colour deconvolution, H-channel Otsu +
+watershed nuclei, DAB call by the mean DAB density in a 4-px perinuclear ring vs the Otsu threshold
+of DAB over tissue). It runs on the full image (not per tile) so that percentiles and thresholds
+are those of the whole image. The image is then cut into ``tile_size`` squares; each nucleus goes
+to the tile that holds its centroid, with coordinates relative to that tile.
 
 Output layout (``x,y,class`` CSVs, classes ``dab_positive`` / ``dab_negative``)::
 
@@ -49,8 +49,8 @@ def tile_points(points: np.ndarray, tile_size: int, decimals: int = 2) -> List[t
     """Assign points to square tiles.
 
     Coordinates are first rounded to ``decimals`` (the precision written to the CSV); a point then
-    belongs to tile ``(floor(y / tile_size), floor(x / tile_size))`` and gets coordinates relative to
-    that tile's origin, so every written coordinate lies in ``[0, tile_size)``.
+    belongs to tile ``(floor(y / tile_size), floor(x / tile_size))`` and gets coordinates relative
+    to that tile's origin, so every written coordinate lies in ``[0, tile_size)``.
 
     Args:
         points: ``(N, 2)`` array of ``(x, y)`` in image pixels.
@@ -64,8 +64,9 @@ def tile_points(points: np.ndarray, tile_size: int, decimals: int = 2) -> List[t
     out = []
     for x, y in pts:
         tr, tc = int(y // tile_size), int(x // tile_size)
-        out.append((tr, tc, round(x - tc * tile_size, decimals), round(y - tr * tile_size,
-                                                                          decimals)))
+        x_rel = round(x - tc * tile_size, decimals)
+        y_rel = round(y - tr * tile_size, decimals)
+        out.append((tr, tc, x_rel, y_rel))
     return out
 
 
@@ -90,7 +91,8 @@ def convert(image: str,
         image: RGB image file; height and width must be multiples of ``tile_size``.
         out_dir: output root (created).
         tile_size: tile side, px.
-        val_tiles: row-major tile indices (0-based) that go to the ``val`` split; the rest are train.
+        val_tiles: row-major tile indices (0-based) that go to the ``val`` split; the others are
+            train.
         img_format: ``'png'`` (lossless) or ``'jpg'``.
         jpeg_quality: JPEG quality when ``img_format == 'jpg'``.
         pipeline_cfg: keyword overrides for :func:`ihc_pseudo_labels`.
@@ -130,9 +132,8 @@ def convert(image: str,
         ann_dir = osp.join(out_dir, 'annotations', split)
         os.makedirs(img_dir, exist_ok=True)
         os.makedirs(ann_dir, exist_ok=True)
-        _save_tile(rgb[y0:y0 + tile_size, x0:x0 + tile_size], osp.join(img_dir,
-                                                                      f'{name}.{img_format}'),
-                   img_format, jpeg_quality)
+        _save_tile(rgb[y0:y0 + tile_size, x0:x0 + tile_size],
+                   osp.join(img_dir, f'{name}.{img_format}'), img_format, jpeg_quality)
         rows = sorted(per_tile[(tr, tc)])  # by y, then x
         write_csv_points(
             osp.join(ann_dir, f'{name}.csv'),

@@ -2,17 +2,17 @@
 
 Two things live here, and they are deliberately different:
 
-* :func:`ihc_pseudo_labels` -- the classical *label-generating* pipeline used to build the bundled
-  demo data (``tools/dataset_converters/ihc_weak_labels.py``): colour deconvolution, Otsu threshold of
-  the haematoxylin (H) channel, distance-transform watershed, and a DAB call from the mean DAB optical
-  density in a perinuclear ring. Its building blocks (:func:`rgb_to_hed`, :func:`tissue_mask`,
-  :func:`dab_otsu_threshold`, :func:`segment_nuclei`, :func:`ring_dab_positivity`) are public so that
-  other tools can reuse them.
+* :func:`ihc_pseudo_labels` -- the classical *label-generating* pipeline used to build the
+  bundled demo data (``tools/dataset_converters/ihc_weak_labels.py``): colour deconvolution, Otsu
+  threshold of the haematoxylin (H) channel, distance-transform watershed, and a DAB call from the
+  mean DAB optical density in a perinuclear ring. Its building blocks (:func:`rgb_to_hed`,
+  :func:`tissue_mask`, :func:`dab_otsu_threshold`, :func:`segment_nuclei`,
+  :func:`ring_dab_positivity`) are public so that other tools can reuse them.
 * :class:`BlobPointDetector` -- the *trivial baseline* a learned point detector must beat. It is
-  intentionally not the pipeline above (scoring the label generator against its own labels would give
-  F1 close to 1 and say nothing): it takes local maxima of the smoothed H channel as nuclei and calls
-  each one positive when the mean DAB in a small disk around the peak exceeds the Otsu threshold of
-  DAB over tissue pixels. No segmentation, no watershed, no ring.
+  intentionally not the pipeline above (scoring the label generator against its own labels would
+  give F1 close to 1 and say nothing): it takes local maxima of the smoothed H channel as nuclei
+  and calls each one positive when the mean DAB in a small disk around the peak exceeds the Otsu
+  threshold of DAB over tissue pixels. No segmentation, no watershed, no ring.
 
 All inputs are RGB images (``H x W x 3``, uint8 or float in ``[0, 1]``); a fourth (alpha) channel is
 ignored. Note that mmcv loads BGR: convert with ``img[..., ::-1]`` first. Points follow the protocal
@@ -137,8 +137,9 @@ def segment_nuclei(h: np.ndarray,
     Steps: rescale H to ``[0, 1]`` at its ``percentile``-th percentile, Gaussian blur (``sigma``),
     Otsu threshold, binary opening with a disk of ``opening_radius``, fill holes, drop 4-connected
     components under ``min_area`` px; then split touching nuclei by a watershed on the (blurred,
-    ``distance_sigma``) distance transform seeded by its local maxima at least ``min_distance`` apart
-    within each 8-connected component; finally keep instances of ``min_area``-``max_area`` px.
+    ``distance_sigma``) distance transform seeded by its local maxima at least ``min_distance``
+    apart within each 8-connected component; finally keep instances of ``min_area``-``max_area``
+    px.
 
     Args:
         h: ``H x W`` haematoxylin optical density (channel 0 of :func:`rgb_to_hed`).
@@ -278,8 +279,8 @@ def ihc_pseudo_labels(rgb: np.ndarray,
     """Full classical weak-label pipeline for DAB + haematoxylin IHC.
 
     :func:`rgb_to_hed` -> :func:`segment_nuclei` on H -> :func:`dab_otsu_threshold` over
-    :func:`tissue_mask` -> :func:`ring_dab_positivity`. With the defaults this gives 274 nuclei, 137 of
-    them ring-positive, on ``skimage.data.immunohistochemistry()`` (scikit-image 0.26.0).
+    :func:`tissue_mask` -> :func:`ring_dab_positivity`. With the defaults this gives 274 nuclei,
+    137 of them ring-positive, on ``skimage.data.immunohistochemistry()`` (scikit-image 0.26.0).
     """
     hed = rgb_to_hed(rgb)
     labels = segment_nuclei(hed[..., 0], sigma=sigma, percentile=percentile, min_area=min_area,
@@ -308,9 +309,9 @@ class BlobPointDetector:
        percentile and blurred with a Gaussian of ``sigma`` px (a blob filter matched to nuclei).
     2. Nuclei = ``skimage.feature.peak_local_max(smoothed_h, min_distance, threshold_abs,
        threshold_rel, exclude_border)``; the score of a point is the smoothed H value at its peak.
-    3. Each peak is DAB-positive when the mean DAB density in a disk of ``disk_radius`` px centred on
-       it exceeds ``dab_threshold`` (``None``: Otsu threshold of DAB over tissue pixels of the image,
-       see :func:`dab_otsu_threshold`).
+    3. Each peak is DAB-positive when the mean DAB density in a disk of ``disk_radius`` px
+       centred on it exceeds ``dab_threshold`` (``None``: Otsu threshold of DAB over tissue pixels
+       of the image, see :func:`dab_otsu_threshold`).
 
     Why this is the trivial baseline: it has no segmentation, no watershed split and no perinuclear
     ring, so it is *not* the pipeline that made the demo pseudo labels (which would score F1 ~ 1
@@ -327,7 +328,8 @@ class BlobPointDetector:
         sigma: Gaussian blur of the H channel, px.
         min_distance: minimum peak separation, px (``peak_local_max``).
         threshold_rel: minimum peak height relative to the image maximum of the smoothed H.
-        threshold_abs: minimum absolute peak height (smoothed H is in ``[0, 1]``); ``None``: no limit.
+        threshold_abs: minimum absolute peak height (smoothed H is in ``[0, 1]``); ``None``: no
+            limit.
         exclude_border: passed to ``peak_local_max``; ``False`` keeps peaks at the border.
         disk_radius: radius of the DAB disk around a peak, px.
         dab_threshold: fixed DAB positivity threshold (OD); ``None``: per-image Otsu over tissue.
@@ -383,13 +385,18 @@ class BlobPointDetector:
             rgb: ``H x W x 3`` RGB image (uint8 or float in ``[0, 1]``).
 
         Returns:
-            dict with ``points`` float32 ``(M, 2)`` ``(x, y)``, ``labels`` int64 ``(M,)`` (index into
-            ``classes``: 0 = positive, 1 = negative) and ``scores`` float32 ``(M,)``, sorted by
-            decreasing score.
+            dict with ``points`` float32 ``(M, 2)`` ``(x, y)``, ``labels`` int64 ``(M,)`` (index
+            into ``classes``: 0 = positive, 1 = negative) and ``scores`` float32 ``(M,)``, sorted
+            by decreasing score. A blank image (no haematoxylin or no tissue pixel) gives no
+            detection.
         """
         from skimage.feature import peak_local_max
         from skimage.filters import gaussian
         hed = rgb_to_hed(rgb)
+        tissue = tissue_mask(hed, self.white_thr)
+        if not np.percentile(hed[..., 0], self.h_percentile) > 0 or not tissue.any():
+            return dict(points=np.zeros((0, 2), np.float32), labels=np.zeros(0, np.int64),
+                        scores=np.zeros(0, np.float32))
         h = _rescale_h(hed[..., 0], self.h_percentile)
         smooth = gaussian(h, sigma=self.sigma) if self.sigma > 0 else h
         peaks = peak_local_max(
@@ -401,7 +408,7 @@ class BlobPointDetector:
         rows, cols = peaks[:, 0], peaks[:, 1]
         thr = self.dab_threshold
         if thr is None:
-            thr = dab_otsu_threshold(hed, tissue_mask(hed, self.white_thr))
+            thr = dab_otsu_threshold(hed, tissue)
         dab_mean = _disk_mean(hed[..., 2], self.disk_radius)[rows, cols]
         return dict(
             points=np.stack([cols, rows], axis=1).astype(np.float32).reshape(-1, 2),

@@ -91,69 +91,78 @@ def _greedy_keep(coords: np.ndarray, order: np.ndarray, radius: float, p: float,
     return ~removed[rank]
 
 
-def _block_max(x: Tensor, s: int) -> Tensor:
-    """Maxima of ``x`` (C, H, W) over ``s x s`` blocks; the last row/column of blocks may be
-    smaller. Returns (C, ceil(H / s), ceil(W / s))."""
-    h, w = x.shape[-2:]
-    hm, wm = h // s * s, w // s * s
-    rows = x[:, :hm].unflatten(1, (h // s, s)).amax(2)
-    if hm < h:
-        rows = torch.cat([rows, x[:, hm:].amax(1, keepdim=True)], 1)
-    out = rows[:, :, :wm].unflatten(2, (w // s, s)).amax(3)
-    if wm < w:
-        out = torch.cat([out, rows[:, :, wm:].amax(2, keepdim=True)], 2)
-    return out
-
-
-def _max3x3(x: Tensor) -> Tensor:
-    """Maximum over the 3x3 neighbourhood of every element of ``x`` (C, h, w), ignoring the
-    outside (cheaper than ``max_pool2d`` on CPU)."""
-    p = F.pad(x, (1, 1, 1, 1), value=float('-inf'))
-    rows = torch.maximum(torch.maximum(p[:, :, :-2], p[:, :, 1:-1]), p[:, :, 2:])
-    return torch.maximum(torch.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
-
-
-def _block_argmaxes(x: Tensor, bmax: Tensor, bc: Tensor, bi: Tensor, bj: Tensor,
-                    s: int) -> Tuple[Tensor, Tensor, Tensor]:
-    """All pixels of the listed ``s x s`` blocks ``(bc, bi, bj)`` of ``x`` (C, H, W) that equal
-    their block maximum ``bmax``. Returns their (channel, row, col)."""
-    h, w = x.shape[-2:]
+def _block_max(x: np.ndarray, s: int) -> np.ndarray:
+    """Maxima of ``x`` (C, H, W) over ``s x s`` blocks; the last row / column of blocks may be
+    clipped. Returns (C, ceil(H / s), ceil(W / s)); NaN propagates."""
+    k, h, w = x.shape
     hb, wb = h // s, w // s
-    inner = (bi < hb) & (bj < wb)
+    parts = [x[:, :hb * s].reshape(k, hb, s, w).max(2)] if hb else []
+    if hb * s < h:
+        parts.append(x[:, hb * s:].max(1, keepdims=True))
+    rows = np.concatenate(parts, 1) if len(parts) > 1 else parts[0]
+    parts = [rows[:, :, :wb * s].reshape(k, rows.shape[1], wb, s).max(3)] if wb else []
+    if wb * s < w:
+        parts.append(rows[:, :, wb * s:].max(2, keepdims=True))
+    return np.concatenate(parts, 2) if len(parts) > 1 else parts[0]
+
+
+def _max3x3(x: np.ndarray) -> np.ndarray:
+    """Maximum over the 3x3 neighbourhood of every element of ``x`` (C, h, w)."""
+    p = np.pad(x, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    rows = np.maximum(np.maximum(p[:, :, :-2], p[:, :, 1:-1]), p[:, :, 2:])
+    return np.maximum(np.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+
+
+def _block_argmaxes(x: np.ndarray, bmax: np.ndarray, active: np.ndarray,
+                    s: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pixels of the ``active`` ``s x s`` blocks of ``x`` (C, H, W) that equal their block
+    maximum ``bmax``. Returns their (channel, row, col) as int64 arrays."""
+    k, h, w = x.shape
+    hb, wb = h // s, w // s
     cs, ys, xs = [], [], []
-    if bool(inner.any()):
-        # whole blocks: index a strided block view, which copies block rows instead of pixels
-        ic, ii, ij = bc[inner], bi[inner], bj[inner]
-        view = x[:, :hb * s, :wb * s].unflatten(1, (hb, s)).unflatten(3, (wb, s))
-        vals = view[ic, ii, :, ij, :]  # (A, s, s)
-        a, ry, rx = (vals == bmax[ic, ii, ij][:, None, None]).nonzero(as_tuple=True)
-        cs.append(ic[a])
-        ys.append(ii[a] * s + ry)
-        xs.append(ij[a] * s + rx)
-    if not bool(inner.all()):
+    if hb and wb:
+        # whole blocks: one comparison of a block view against the block maxima, inactive blocks
+        # set to NaN (never equal)
+        view = x[:, :hb * s, :wb * s].reshape(k, hb, s, wb, s)
+        ref = np.where(active[:, :hb, :wb], bmax[:, :hb, :wb], np.nan).astype(x.dtype)
+        c, bi, ry, bj, rx = np.nonzero(view == ref[:, :, None, :, None])
+        cs.append(c)
+        ys.append(bi * s + ry)
+        xs.append(bj * s + rx)
+    ragged = active.copy()
+    ragged[:, :hb, :wb] = False
+    oc, oi, oj = np.nonzero(ragged)
+    if len(oc):
         # the last, clipped row / column of blocks
-        oc, oi, oj = bc[~inner], bi[~inner], bj[~inner]
-        r = torch.arange(s, device=x.device)
+        r = np.arange(s)
         yy, xx = oi[:, None] * s + r, oj[:, None] * s + r  # (A, s)
-        vals = x[oc[:, None, None], yy.clamp(max=h - 1)[:, :, None], xx.clamp(max=w - 1)[:, None]]
+        vals = x[oc[:, None, None], np.minimum(yy, h - 1)[:, :, None],
+                 np.minimum(xx, w - 1)[:, None, :]]
         hit = ((vals == bmax[oc, oi, oj][:, None, None]) & (yy < h)[:, :, None]
                & (xx < w)[:, None, :])
-        a, ry, rx = hit.nonzero(as_tuple=True)
+        a, ry, rx = np.nonzero(hit)
         cs.append(oc[a])
         ys.append(yy[a, ry])
         xs.append(xx[a, rx])
-    return torch.cat(cs), torch.cat(ys), torch.cat(xs)
+    if not cs:
+        return (np.zeros(0, dtype=np.int64), ) * 3
+    return tuple(np.concatenate(v).astype(np.int64) for v in (cs, ys, xs))
 
 
-def _gather_window(x: Tensor, c: Tensor, y: Tensor, xx: Tensor, radius: int) -> Tensor:
-    """Values of the ``(2 radius + 1)^2`` windows around pixels ``(c, y, x)`` of ``x`` (C, H, W),
-    with indices clamped to the image (``mode='nearest'``). Returns (n, (2 radius + 1)^2)."""
-    h, w = x.shape[-2:]
-    off = torch.arange(-radius, radius + 1, device=x.device)
-    ys = (y[:, None] + off).clamp_(0, h - 1)
-    xs = (xx[:, None] + off).clamp_(0, w - 1)
-    flat = (c[:, None, None] * h + ys[:, :, None]) * w + xs[:, None, :]
-    return x.reshape(-1)[flat.reshape(len(c), -1)]
+def _window_max(padded: np.ndarray, pad: int, c: np.ndarray, y: np.ndarray, x: np.ndarray,
+                radius: int) -> np.ndarray:
+    """Maxima of the ``(2 radius + 1)^2`` windows around pixels ``(c, y, x)``.
+
+    ``padded`` is the (C, H, W) map padded by ``pad >= radius`` pixels of ``-inf`` on every side,
+    which gives the same maxima as clamping the window to the image (skimage's
+    ``mode='nearest'``). Window rows are copied as slices of a sliding-window view, so the index
+    arrays have ``2 radius + 1`` entries per pixel instead of ``(2 radius + 1)^2``.
+    """
+    k = 2 * radius + 1
+    rows = np.lib.stride_tricks.sliding_window_view(padded, k, axis=2)  # no copy
+    ys = (y + (pad - radius))[:, None] + np.arange(k)
+    windows = rows[c[:, None], ys, (x + (pad - radius))[:, None]]  # (n, k, k)
+    return windows.reshape(len(c), -1).max(1)
 
 
 @TASK_UTILS.register_module()
@@ -349,43 +358,45 @@ class PointHeatmapCodec:
 
     # ------------------------------------------------------------------------------------------
     # decoding
-    def _candidates(self, fg: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _candidates(self, fg: np.ndarray) -> Tuple[np.ndarray, ...]:
         """Window maxima of the thresholded foreground maps ``fg`` (K, H, W), border excluded.
 
-        Returns (class, row, col, value) tensors of all pixels ``v`` with ``v >= thr_c``, ``v > 0``
+        Returns (class, row, col, value) arrays of all pixels ``v`` with ``v >= thr_c``, ``v > 0``
         and no pixel of the ``(2m + 1)^2`` window (clamped to the image) larger than ``v``.
         """
         k, h, w = fg.shape
         m, s = self.min_distance, self.min_distance + 1
-        thr = self.score_thr.to(device=fg.device, dtype=fg.dtype)
+        # compared in the map's dtype, like the reference's ``prob < t`` on a float32 map
+        thr = self.score_thr.numpy().astype(fg.dtype)
         # 1) a window maximum is the maximum of its own (m + 1)^2 block, which lies inside its
         #    window: candidates are the pixels equal to the maximum of a block above threshold
         bmax = _block_max(fg, s)
-        if bool((torch.isnan(bmax) | torch.isposinf(bmax)).any()):  # max propagates NaN
+        if not np.isfinite(bmax).all() and (np.isnan(bmax) | (bmax == np.inf)).any():
             raise ValueError('PointHeatmapCodec.decode: probs contain NaN or inf')
         active = (bmax >= thr[:, None, None]) & (bmax > 0)
-        bc, bi, bj = active.nonzero(as_tuple=True)
-        if len(bc) == 0:
-            return bc, bc, bc, fg.new_zeros(0)
-        c, y, x = _block_argmaxes(fg, bmax, bc, bi, bj, s)
-        bi, bj = y // s, x // s
-        v = bmax[c, bi, bj]
+        c, y, x = _block_argmaxes(fg, bmax, active, s)
+        v = bmax[c, y // s, x // s]
         # 2) the window lies inside the 3x3 neighbouring blocks: sure if v beats all of them
-        unsure = (v < _max3x3(bmax)[c, bi, bj]).nonzero().squeeze(1)
+        unsure = np.flatnonzero(v < _max3x3(bmax)[c, y // s, x // s])
+        # 3) otherwise compare with windows of growing radius up to m, each stage on the
+        #    survivors of the previous one (most non-maxima fail on a small window)
         if len(unsure):
-            # 3) cheap rejection by the 8-neighbourhood, then the exact window for the rest
-            uc, uy, ux, uv = c[unsure], y[unsure], x[unsure], v[unsure]
-            ok = (_gather_window(fg, uc, uy, ux, 1) <= uv[:, None]).all(1)
-            still = ok.nonzero().squeeze(1)
-            if len(still):
-                ok[still] = (_gather_window(fg, uc[still], uy[still], ux[still], m)
-                             <= uv[still, None]).all(1)
-            keep = torch.ones_like(v, dtype=torch.bool)
-            keep[unsure] = ok
-            c, y, x, v = c[keep], y[keep], x[keep], v[keep]
+            padded = np.full((k, h + 2 * m, w + 2 * m), -np.inf, dtype=fg.dtype)
+            padded[:, m:m + h, m:m + w] = fg
+        radius = 1
+        while len(unsure):
+            ok = _window_max(padded, m, c[unsure], y[unsure], x[unsure], radius) <= v[unsure]
+            if not ok.all():
+                keep = np.ones(len(v), dtype=bool)
+                keep[unsure[~ok]] = False
+                unsure = (np.cumsum(keep) - 1)[unsure[ok]]  # positions after filtering
+                c, y, x, v = c[keep], y[keep], x[keep], v[keep]
+            if radius == m:
+                break
+            radius = min(2 * radius, m)
         # skimage returns no peak when every pixel equals its window maximum (a constant map)
-        for ch in active.flatten(1).all(1).nonzero().flatten().tolist():
-            if bool(fg[ch].amin() == fg[ch].amax()):
+        for ch in np.flatnonzero(active.reshape(k, -1).all(1)):
+            if fg[ch].min() == fg[ch].max():
                 keep = c != ch
                 c, y, x, v = c[keep], y[keep], x[keep], v[keep]
         eb = self.exclude_border
@@ -396,6 +407,9 @@ class PointHeatmapCodec:
 
     def decode(self, probs: Union[Tensor, np.ndarray]) -> Dict[str, Tensor]:
         """Extract points from the softmax probabilities of one image.
+
+        The peak search runs in NumPy on the CPU (a GPU map is copied to the host first); the
+        results are returned on the device of ``probs``.
 
         Args:
             probs: ``(K + 1, H, W)`` probabilities (channel 0 background, ignored).
@@ -416,14 +430,14 @@ class PointHeatmapCodec:
         fg = probs[1:]
         if fg.numel() == 0:
             return self._empty(device)
-        c, y, x, v = self._candidates(fg)
-        if len(v) == 0:
+        if fg.dtype not in (torch.float32, torch.float64):
+            fg = fg.float()
+        c_np, y_np, x_np, v_np = self._candidates(np.ascontiguousarray(fg.cpu().numpy()))
+        if len(v_np) == 0:
             return self._empty(device)
 
         # highest value first, ties in raster order (as peak_local_max's stable argsort)
         h, w = fg.shape[-2:]
-        c_np, y_np, x_np = c.cpu().numpy(), y.cpu().numpy(), x.cpu().numpy()
-        v_np = v.float().cpu().numpy()
         order = np.lexsort((y_np * w + x_np, -v_np.astype(np.float64), c_np))
         c_np, y_np, x_np, v_np = c_np[order], y_np[order], x_np[order], v_np[order]
 

@@ -39,8 +39,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 __all__ = [
-    'RawPoints', 'CocoImage', 'ClassResolver', 'normalize_class_token', 'parse_bool', 'read_csv_points',
-    'read_geojson_points', 'read_coco_points', 'read_points', 'write_csv_points',
+    'RawPoints', 'CocoImage', 'ClassResolver', 'normalize_class_token', 'parse_bool',
+    'read_csv_points', 'read_geojson_points', 'read_coco_points', 'read_points', 'write_csv_points',
     'ANN_SUFFIXES', 'CLASS_COLUMNS'
 ]
 
@@ -363,10 +363,11 @@ def read_coco_points(path: str) -> Tuple[List[CocoImage], Dict[Any, RawPoints]]:
     flags: Dict[Any, List[Optional[bool]]] = {k: [] for k in per_image}
     anns = data.get('annotations') or []
     if not isinstance(anns, list):
-        raise ValueError(f'could not parse {path}: "annotations" must be a list; expected {expected}')
+        raise ValueError(
+            f'could not parse {path}: "annotations" must be a list; expected {expected}')
     for i, ann in enumerate(anns):
-        where = f'annotations[{i}]' + (f' (id {ann["id"]})' if isinstance(ann, dict)
-                                       and 'id' in ann else '')
+        where = f'annotations[{i}]' + (f' (id {ann["id"]})'
+                                       if isinstance(ann, dict) and 'id' in ann else '')
         if not isinstance(ann, dict):
             raise ValueError(f'{path}, {where}: expected an object')
         if ann.get('image_id') not in per_image:

@@ -326,12 +326,15 @@ class PointDataset(BaseDataset):
         """Resolve classes, drop bad points (one warning per file) and build one data info."""
         n = len(raw)
         labels = np.empty(n, dtype=np.int64)
+        cache: Dict[Tuple[Optional[str], Optional[str]], int] = {}
         for i in range(n):
-            alt = raw.alt_tokens[i] if raw.alt_tokens is not None else None
-            try:
-                labels[i] = self._resolver.resolve(raw.tokens[i], alt)
-            except KeyError as e:
-                raise ValueError(f'{raw.path}, {raw.where[i]}: {e.args[0]}') from None
+            key = (raw.tokens[i], raw.alt_tokens[i] if raw.alt_tokens is not None else None)
+            if key not in cache:
+                try:
+                    cache[key] = self._resolver.resolve(*key)
+                except KeyError as e:
+                    raise ValueError(f'{raw.path}, {raw.where[i]}: {e.args[0]}') from None
+            labels[i] = cache[key]
         xy = raw.xy
         keep = labels != ClassResolver.DROP
         if not keep.all():

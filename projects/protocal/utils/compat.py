@@ -101,6 +101,9 @@ KNOWN_DEPRECATIONS = (
     (r'`torch\.jit\.interface` is deprecated', DeprecationWarning),
     # mmengine's AMP wrapper uses the torch.cuda.amp aliases
     (r'`torch\.cuda\.amp\.\w+\(args\.\.\.\)` is deprecated', FutureWarning),
+    # torch 2.13 DDP deprecates broadcast_buffers, which mmengine's Runner always passes (False);
+    # the suggested forward_sync_buffers=False is not equivalent (it still syncs at init)
+    (r'`broadcast_buffers` is deprecated', FutureWarning),
     # mmcv.cnn.bricks.transformer re-exports an op that moved to mmcv.ops
     (r'``MultiScaleDeformableAttention`` has been moved', ImportWarning),
 )
@@ -145,6 +148,8 @@ def trusted_load_from_local(filename: str, map_location: Any = None) -> Any:
 
 
 setattr(trusted_load_from_local, _PATCH_MARK, True)
+# ``CheckpointLoader`` logs ``Loads checkpoint by <__name__[10:]> backend``
+trusted_load_from_local.__name__ = 'load_from_trusted_local'
 
 
 def patch_checkpoint_loading() -> None:
@@ -434,6 +439,8 @@ def adapt_cfg_to_device(cfg: Any) -> Any:
     dist_cfg = cfg['env_cfg']['dist_cfg']
     if dist_cfg.get('backend', 'nccl') == 'nccl':
         dist_cfg['backend'] = 'gloo'
+        if cfg.get('launcher', 'none') not in (None, 'none'):
+            _log('No CUDA device: distributed backend "gloo" (env_cfg.dist_cfg.backend).')
 
     if cfg.get('sync_bn') is not None:
         raise ValueError(
