@@ -1,4 +1,4 @@
-"""PointHeatmapCodec: rendering checked by hand, decoding checked against skimage's peak_local_max."""
+"""PointHeatmapCodec: rendering checked by hand, decoding against skimage's peak_local_max."""
 import math
 
 import numpy as np
@@ -56,7 +56,8 @@ def test_defaults_and_public_attributes():
     assert PointHeatmapCodec(2, min_distance=5, exclude_border=True).exclude_border == 5
     assert PointHeatmapCodec(2, min_distance=5, exclude_border=False).exclude_border == 0
     assert PointHeatmapCodec(2, exclude_border=1).exclude_border == 1
-    assert PointHeatmapCodec(2, score_thr=(0.1, 0.7)).score_thr.tolist() == pytest.approx([0.1, 0.7])
+    per_class = PointHeatmapCodec(2, score_thr=(0.1, 0.7)).score_thr
+    assert per_class.tolist() == pytest.approx([0.1, 0.7])
     assert 'min_distance=6' in repr(codec)
 
 

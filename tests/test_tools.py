@@ -86,7 +86,7 @@ def test_train_parse_resume(argv, expected):
 
 @pytest.mark.parametrize('tool, argv', [('train', ['cfg.py', '--launcher', 'horovod']),
                                         ('train', []), ('test', ['cfg.py'])])
-def test_parse_errors(tool, argv, capsys):
+def test_parse_errors(tool, argv):
     module = train_tool if tool == 'train' else test_tool
     with pytest.raises(SystemExit):
         module.parse_args(argv)
@@ -336,3 +336,8 @@ def test_dist_scripts_usage():
     proc = subprocess.run(['bash', osp.join(ROOT, 'tools', 'dist_test.sh'), TOY_CFG, 'x.pth'],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and 'usage' in proc.stderr
+
+
+def test_remote_checkpoint_is_not_checked_locally():
+    args = test_tool.parse_args([TOY_CFG, 'https://example.com/model.pth'])
+    assert test_tool.build_config(args).load_from == 'https://example.com/model.pth'

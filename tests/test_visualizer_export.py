@@ -63,6 +63,21 @@ def test_visualizer_writes_tp_fp_fn_colours(tmp_path):
     assert (vis.get_image() == drawn).all()
 
 
+def test_works_through_mmdet_visualization_hook(tmp_path):
+    from types import SimpleNamespace
+
+    from mmdet.engine.hooks import DetVisualizationHook
+    build('test_vis_hook', show_legend=False)  # the hook uses the current visualizer
+    image_path = tmp_path / 'cell.png'
+    mmcv.imwrite(np.full((100, 100, 3), 128, np.uint8), str(image_path))
+    ds = make_sample()
+    ds.set_metainfo(dict(img_path=str(image_path)))
+    hook = DetVisualizationHook(draw=True, test_out_dir='vis', score_thr=0.3)
+    hook.after_test_iter(SimpleNamespace(work_dir=str(tmp_path), timestamp='ts'), 0, {}, [ds])
+    drawn = mmcv.imread(str(tmp_path / 'ts' / 'vis' / 'cell.png'), channel_order='rgb')
+    assert is_colour(drawn[60, 39], TP_COLOR) and is_colour(drawn[20, 70], FP_COLOR)
+
+
 def test_visualizer_score_threshold_gt_only_and_backend(tmp_path):
     vis = build('test_vis_backend', show_legend=False,
                 vis_backends=[dict(type='LocalVisBackend')], save_dir=str(tmp_path))

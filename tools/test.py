@@ -132,7 +132,7 @@ def build_config(args: argparse.Namespace) -> Config:
                                 default_work_dir)
 
     check_file_exists(args.config, 'config file')
-    check_file_exists(args.checkpoint, 'checkpoint')
+    check_file_exists(args.checkpoint, 'checkpoint', allow_remote=True)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:

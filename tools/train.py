@@ -93,7 +93,7 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        check_file_exists(args.resume, 'checkpoint to resume from')
+        check_file_exists(args.resume, 'checkpoint to resume from', allow_remote=True)
         cfg.resume = True
         cfg.load_from = args.resume
 

@@ -21,3 +21,4 @@ test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 val_evaluator = dict(type='PointF1Metric', mode='reference', radius=15, strict=True,
                      min_gt_per_image=10)
 test_evaluator = val_evaluator
+default_hooks = dict(checkpoint=dict(interval=50, max_keep_ckpts=3))

@@ -15,3 +15,4 @@ test_pipeline = [dict(type='LoadHistologyImage'), dict(type='PackPointDetInputs'
 train_dataloader = dict(batch_size=8, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+default_hooks = dict(checkpoint=dict(interval=50, max_keep_ckpts=3))

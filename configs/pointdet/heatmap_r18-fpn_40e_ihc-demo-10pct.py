@@ -5,3 +5,6 @@ _base_ = [
     '../_base_/models/heatmap_point_r18_fpn.py', '../_base_/datasets/ihc_demo_points.py',
     '../_base_/schedules/schedule_demo_cpu.py', '../_base_/default_runtime.py'
 ]
+default_hooks = dict(
+    logger=dict(interval=5),
+    checkpoint=dict(interval=10, max_keep_ckpts=2))

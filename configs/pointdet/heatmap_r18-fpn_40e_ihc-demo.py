@@ -14,3 +14,6 @@ train_dataloader = dict(dataset=dict(dataset=dict(pipeline=[
 test_dataloader = dict(dataset=dict(
     data_prefix=dict(img='images/val', ann='annotations/val'),
     pipeline=[dict(type='LoadHistologyImage'), dict(type='PackPointDetInputs')]))
+default_hooks = dict(
+    logger=dict(interval=5),
+    checkpoint=dict(interval=10, max_keep_ckpts=2))

@@ -13,3 +13,4 @@ train_pipeline = [
     dict(type='PackPointDetInputs'),
 ]
 train_dataloader = dict(batch_size=8, dataset=dict(pipeline=train_pipeline))
+default_hooks = dict(checkpoint=dict(interval=50, max_keep_ckpts=3))

@@ -26,3 +26,4 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='PointF1Metric', mode='reference', radius=15, strict=True,
                      min_gt_per_image=0)
 test_evaluator = val_evaluator
+default_hooks = dict(checkpoint=dict(interval=50, max_keep_ckpts=3))

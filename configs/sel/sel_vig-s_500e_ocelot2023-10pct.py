@@ -19,3 +19,4 @@ train_dataloader = dict(
 val_dataloader = dict(
     dataset=dict(metainfo=dict(classes=classes), class_map=class_map, pipeline=test_pipeline))
 test_dataloader = val_dataloader
+default_hooks = dict(checkpoint=dict(interval=50, max_keep_ckpts=3))

@@ -2,7 +2,9 @@
 
 :class:`PointHeatmapCodec` is the only place in protocal that knows the heatmap geometry: how a set
 of labelled points becomes the soft training target, and how a probability map becomes points again.
-It is plain tensor code (no ``nn.Module``) and runs on the device of its inputs.
+It is a plain object (no ``nn.Module``): encoding is torch code that runs on the device of its
+inputs; the peak search of decoding runs in NumPy on the host (like the reference) and returns
+tensors on the device of the probabilities.
 
 Encoding (SEL/PCL spec, section 1.4)
     Every point of class ``c`` adds ``exp(-d^2 / (2 sigma^2))`` for ``d <= radius`` to channel
@@ -19,21 +21,26 @@ Decoding (spec, section 6)
     channel. :meth:`PointHeatmapCodec.decode` returns *the same set of peaks* as
     ``peak_local_max(where(prob < thr, 0, prob), min_distance=m, threshold_abs=0,
     exclude_border=eb)`` -- i.e. pixels that are ``>= thr``, ``> 0``, equal to the maximum of their
-    ``(2m + 1)^2`` window and at least ``eb`` pixels from the border, with plateaus and ties resolved
-    greedily from the highest value (ties in raster order), dropping later peaks within Chebyshev
-    distance ``< m`` of a kept one. On maps without values exactly equal to ``thr`` this equals
-    ``peak_local_max(prob, min_distance=m, threshold_abs=thr, exclude_border=eb)``.
+    ``(2m + 1)^2`` window and at least ``eb`` pixels from the border, with plateaus and ties
+    resolved greedily from the highest value (ties in raster order), dropping later peaks within
+    Chebyshev distance ``< m`` of a kept one. On maps without values exactly equal to ``thr`` this
+    equals ``peak_local_max(prob, min_distance=m, threshold_abs=thr, exclude_border=eb)``.
 
-    It avoids the dense ``(2m + 1)^2`` maximum filter: block maxima over ``(m + 1)^2`` blocks give
-    at most a few candidates per block, which are confirmed against the 3x3 neighbouring block
-    maxima and, if needed, against their exact window. Two window maxima closer than ``m`` must have
-    equal values, so the greedy spacing only has to look at tied candidates.
+    Thresholds are compared in the map's dtype (as the reference's ``prob < t`` on a float32 map).
+    Windows near the border are clipped to the image (skimage's ``mode='nearest'``).
+
+    Decoding avoids the dense ``(2m + 1)^2`` maximum filter (the bulk of ``peak_local_max``'s
+    time): a window maximum is the maximum of its own ``(m + 1)^2`` block, so the block maxima above
+    threshold give a few candidates per block. Most are settled from block maxima alone (the 3x3
+    neighbouring blocks contain the window; a larger neighbouring block maximum inside the window
+    rejects; finer blocks bound the window from inside and outside) and only the rest is checked on
+    its exact window. Two window maxima closer than ``m`` must be equal, so the greedy spacing only
+    has to look at tied candidates.
 """
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmdet.registry import TASK_UTILS
 from torch import Tensor
 
@@ -100,7 +107,13 @@ def _block_max(x: np.ndarray, s: int) -> np.ndarray:
     if hb * s < h:
         parts.append(x[:, hb * s:].max(1, keepdims=True))
     rows = np.concatenate(parts, 1) if len(parts) > 1 else parts[0]
-    parts = [rows[:, :, :wb * s].reshape(k, rows.shape[1], wb, s).max(3)] if wb else []
+    parts = []
+    if wb:
+        # column blocks as s strided slices (a reduction over a short inner axis is slow)
+        cols = rows[:, :, 0:wb * s:s].copy()
+        for j in range(1, s):
+            np.maximum(cols, rows[:, :, j:wb * s:s], out=cols)
+        parts.append(cols)
     if wb * s < w:
         parts.append(rows[:, :, wb * s:].max(2, keepdims=True))
     return np.concatenate(parts, 2) if len(parts) > 1 else parts[0]
@@ -121,14 +134,17 @@ def _block_argmaxes(x: np.ndarray, bmax: np.ndarray, active: np.ndarray,
     hb, wb = h // s, w // s
     cs, ys, xs = [], [], []
     if hb and wb:
-        # whole blocks: one comparison of a block view against the block maxima, inactive blocks
-        # set to NaN (never equal)
-        view = x[:, :hb * s, :wb * s].reshape(k, hb, s, wb, s)
+        # whole blocks: compare every pixel with the maximum of its block (inactive blocks set to
+        # NaN, never equal), expanded along the columns so that the inner loop runs over rows
         ref = np.where(active[:, :hb, :wb], bmax[:, :hb, :wb], np.nan).astype(x.dtype)
-        c, bi, ry, bj, rx = np.nonzero(view == ref[:, :, None, :, None])
-        cs.append(c)
-        ys.append(bi * s + ry)
-        xs.append(bj * s + rx)
+        ref = np.repeat(ref, s, axis=2)  # (C, hb, wb * s)
+        hit = x[:, :hb * s, :wb * s].reshape(k, hb, s, wb * s) == ref[:, :, None, :]
+        idx = np.flatnonzero(hit)  # row-major over (C, hb * s, wb * s)
+        plane = hb * s * wb * s
+        rest = idx % plane
+        cs.append(idx // plane)
+        ys.append(rest // (wb * s))
+        xs.append(rest % (wb * s))
     ragged = active.copy()
     ragged[:, :hb, :wb] = False
     oc, oi, oj = np.nonzero(ragged)
@@ -149,20 +165,77 @@ def _block_argmaxes(x: np.ndarray, bmax: np.ndarray, active: np.ndarray,
     return tuple(np.concatenate(v).astype(np.int64) for v in (cs, ys, xs))
 
 
-def _window_max(padded: np.ndarray, pad: int, c: np.ndarray, y: np.ndarray, x: np.ndarray,
-                radius: int) -> np.ndarray:
-    """Maxima of the ``(2 radius + 1)^2`` windows around pixels ``(c, y, x)``.
+def _drop_unsure(c: np.ndarray, y: np.ndarray, x: np.ndarray, v: np.ndarray, unsure: np.ndarray,
+                 drop: np.ndarray) -> Tuple[np.ndarray, ...]:
+    """Remove the candidates ``unsure[drop]``; returns the filtered ``c, y, x, v`` and the
+    positions of the remaining unsure candidates in them."""
+    if not drop.any():
+        return c, y, x, v, unsure
+    keep = np.ones(len(v), dtype=bool)
+    keep[unsure[drop]] = False
+    unsure = (np.cumsum(keep) - 1)[unsure[~drop]]
+    return c[keep], y[keep], x[keep], v[keep], unsure
 
-    ``padded`` is the (C, H, W) map padded by ``pad >= radius`` pixels of ``-inf`` on every side,
-    which gives the same maxima as clamping the window to the image (skimage's
-    ``mode='nearest'``). Window rows are copied as slices of a sliding-window view, so the index
-    arrays have ``2 radius + 1`` entries per pixel instead of ``(2 radius + 1)^2``.
+
+def _subblock_bounds(x: np.ndarray, b: int, m: int, c: np.ndarray, y: np.ndarray,
+                     xx: np.ndarray, v: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Decide window maxima from ``b x b`` block maxima where possible.
+
+    For the ``(2m + 1)^2`` windows (clipped to the image) around pixels ``(c, y, xx)`` with values
+    ``v``: ``reject`` where a block lying entirely inside the window has a larger maximum, and
+    ``accept`` where no block intersecting the window has one. Candidates that are neither need
+    the exact window.
     """
-    k = 2 * radius + 1
-    rows = np.lib.stride_tricks.sliding_window_view(padded, k, axis=2)  # no copy
-    ys = (y + (pad - radius))[:, None] + np.arange(k)
-    windows = rows[c[:, None], ys, (x + (pad - radius))[:, None]]  # (n, k, k)
-    return windows.reshape(len(c), -1).max(1)
+    k, h, w = x.shape
+    g = _block_max(x, b)
+    gh, gw = g.shape[1:]
+    steps = np.arange((2 * m) // b + 2)
+
+    def axis_masks(pos, size, n_blocks):
+        lo, hi = np.maximum(pos - m, 0)[:, None], np.minimum(pos + m, size - 1)[:, None]
+        idx = lo // b + steps  # blocks from the first one touching the window
+        touch = (idx * b <= hi) & (idx < n_blocks)
+        inside = touch & (idx * b >= lo) & (np.minimum((idx + 1) * b, size) - 1 <= hi)
+        return np.minimum(idx, n_blocks - 1), touch, inside
+
+    rows, row_touch, row_inside = axis_masks(y, h, gh)
+    cols, col_touch, col_inside = axis_masks(xx, w, gw)
+    vals = g[c[:, None, None], rows[:, :, None], cols[:, None, :]]
+    larger = vals > v[:, None, None]
+    reject = (larger & row_inside[:, :, None] & col_inside[:, None, :]).any((1, 2))
+    accept = ~(larger & row_touch[:, :, None] & col_touch[:, None, :]).any((1, 2))
+    return reject, accept
+
+
+def _window_max(x: np.ndarray, c: np.ndarray, y: np.ndarray, xx: np.ndarray,
+                radius: int) -> np.ndarray:
+    """Maxima of the ``(2 radius + 1)^2`` windows of ``x`` (C, H, W) around pixels ``(c, y, xx)``,
+    clipped to the image (the same maxima as skimage's ``mode='nearest'``).
+
+    Window rows are copied as slices of a sliding-window view, so the index arrays have
+    ``2 radius + 1`` entries per pixel instead of ``(2 radius + 1)^2``; row indices are clamped to
+    the image (repeating a row inside the window does not change the maximum) and the few windows
+    that cross the left or right border are gathered pixel by pixel.
+    """
+    k, h, w = x.shape
+    size = 2 * radius + 1
+    off = np.arange(-radius, radius + 1)
+    ys = np.clip(y[:, None] + off, 0, h - 1)  # (n, size)
+    out = np.empty(len(c), dtype=x.dtype)
+    inner = (xx >= radius) & (xx + radius < w)
+    if inner.any() and size <= w:
+        rows = np.lib.stride_tricks.sliding_window_view(x, size, axis=2)  # no copy
+        i = np.flatnonzero(inner)
+        windows = rows[c[i, None], ys[i], (xx[i] - radius)[:, None]]  # (n, size, size)
+        out[i] = windows.reshape(len(i), -1).max(1)
+    else:
+        inner[:] = False
+    if not inner.all():
+        i = np.flatnonzero(~inner)
+        xs = np.clip(xx[i, None] + off, 0, w - 1)
+        windows = x[c[i, None, None], ys[i][:, :, None], xs[:, None, :]]
+        out[i] = windows.reshape(len(i), -1).max(1)
+    return out
 
 
 @TASK_UTILS.register_module()
@@ -371,29 +444,44 @@ class PointHeatmapCodec:
         # 1) a window maximum is the maximum of its own (m + 1)^2 block, which lies inside its
         #    window: candidates are the pixels equal to the maximum of a block above threshold
         bmax = _block_max(fg, s)
-        if not np.isfinite(bmax).all() and (np.isnan(bmax) | (bmax == np.inf)).any():
+        if np.isnan(bmax).any() or (bmax == np.inf).any():  # block maxima propagate NaN
             raise ValueError('PointHeatmapCodec.decode: probs contain NaN or inf')
         active = (bmax >= thr[:, None, None]) & (bmax > 0)
         c, y, x = _block_argmaxes(fg, bmax, active, s)
-        v = bmax[c, y // s, x // s]
+        bi, bj = y // s, x // s
+        v = bmax[c, bi, bj]
         # 2) the window lies inside the 3x3 neighbouring blocks: sure if v beats all of them
-        unsure = np.flatnonzero(v < _max3x3(bmax)[c, y // s, x // s])
-        # 3) otherwise compare with windows of growing radius up to m, each stage on the
-        #    survivors of the previous one (most non-maxima fail on a small window)
+        unsure = np.flatnonzero(v < _max3x3(bmax)[c, bi, bj])
         if len(unsure):
-            padded = np.full((k, h + 2 * m, w + 2 * m), -np.inf, dtype=fg.dtype)
-            padded[:, m:m + h, m:m + w] = fg
-        radius = 1
-        while len(unsure):
-            ok = _window_max(padded, m, c[unsure], y[unsure], x[unsure], radius) <= v[unsure]
-            if not ok.all():
-                keep = np.ones(len(v), dtype=bool)
-                keep[unsure[~ok]] = False
-                unsure = (np.cumsum(keep) - 1)[unsure[ok]]  # positions after filtering
-                c, y, x, v = c[keep], y[keep], x[keep], v[keep]
-            if radius == m:
-                break
-            radius = min(2 * radius, m)
+            # 3) reject if a larger block maximum of a neighbouring block lies inside the window;
+            #    every active block has its maximum pixels among the candidates, so keep one
+            #    representative position per block (blocks below threshold cannot beat v)
+            rep = np.full((2, k, bmax.shape[1] + 2, bmax.shape[2] + 2), -(2 * m + 2),
+                          dtype=np.int64)
+            rep[0, c, bi + 1, bj + 1], rep[1, c, bi + 1, bj + 1] = y, x
+            nmax = np.pad(bmax, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+            uc, ubi, ubj = c[unsure, None], bi[unsure, None] + 1, bj[unsure, None] + 1
+            ni = ubi + np.array([-1, -1, -1, 0, 0, 1, 1, 1])
+            nj = ubj + np.array([-1, 0, 1, -1, 1, -1, 0, 1])
+            beaten = ((nmax[uc, ni, nj] > v[unsure, None])
+                      & (np.abs(rep[0, uc, ni, nj] - y[unsure, None]) <= m)
+                      & (np.abs(rep[1, uc, ni, nj] - x[unsure, None]) <= m)).any(1)
+            c, y, x, v, unsure = _drop_unsure(c, y, x, v, unsure, beaten)
+        # 4) exact 3x3 windows: a cheap rejection of most of the rest
+        if len(unsure):
+            ok = _window_max(fg, c[unsure], y[unsure], x[unsure], 1) <= v[unsure]
+            c, y, x, v, unsure = _drop_unsure(c, y, x, v, unsure, ~ok)
+        # 5) bounds from finer blocks: reject if a block inside the window is larger, accept if
+        #    no block touching the window is larger
+        if len(unsure) and s >= 6:
+            reject, accept = _subblock_bounds(fg, s // 3, m, c[unsure], y[unsure], x[unsure],
+                                              v[unsure])
+            c, y, x, v, unsure = _drop_unsure(c, y, x, v, unsure, reject)
+            unsure = unsure[~accept[~reject]]
+        # 6) the exact (2m + 1)^2 window for the rest
+        if len(unsure):
+            ok = _window_max(fg, c[unsure], y[unsure], x[unsure], m) <= v[unsure]
+            c, y, x, v, unsure = _drop_unsure(c, y, x, v, unsure, ~ok)
         # skimage returns no peak when every pixel equals its window maximum (a constant map)
         for ch in np.flatnonzero(active.reshape(k, -1).all(1)):
             if fg[ch].min() == fg[ch].max():

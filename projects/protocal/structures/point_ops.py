@@ -7,25 +7,24 @@ Pixel-centre convention
 -----------------------
 Pixel ``(col, row)`` has its centre at the integer coordinate ``(col, row)`` and covers
 ``[col - 0.5, col + 0.5) x [row - 0.5, row + 0.5)``. An image of width ``W`` therefore spans
-``x`` in ``[-0.5, W - 0.5)``; a point lies on pixel ``(floor(x + 0.5), floor(y + 0.5))`` (this is the
-pixel :class:`protocal.codecs.PointHeatmapCodec` renders it on). With this convention
+``x`` in ``[-0.5, W - 0.5)``; a point lies on pixel ``(floor(x + 0.5), floor(y + 0.5))`` (this
+is the pixel :class:`protocal.codecs.PointHeatmapCodec` renders it on). With this convention
 
 * flipping maps column ``c`` to ``W - 1 - c``, exactly like ``mmcv.imflip`` moves the pixels, so
   flipping twice is the identity;
 * ``rot90_points(..., k)`` follows ``np.rot90(img, k)`` (counter-clockwise);
 * resizing by ``s`` maps ``x`` to ``(x + 0.5) * s - 0.5``, the half-pixel mapping used by
-  ``cv2.resize`` / ``mmcv.imresize`` (note that MMDetection's boxes use ``x * s`` instead, because box
-  corners sit on pixel edges, not centres).
+  ``cv2.resize`` / ``mmcv.imresize`` (note that MMDetection's boxes use ``x * s`` instead,
+  because box corners sit on pixel edges, not centres).
 """
 from typing import Sequence, Tuple, Union
 
 import numpy as np
-import torch
 from torch import Tensor
 
 __all__ = [
-    'PointArray', 'flip_points', 'rot90_points', 'scale_points', 'unscale_points', 'crop_points',
-    'points_inside'
+    'FLIP_DIRECTIONS', 'PointArray', 'flip_points', 'rot90_points', 'scale_points',
+    'unscale_points', 'crop_points', 'points_inside'
 ]
 
 PointArray = Union[np.ndarray, Tensor]
@@ -169,9 +168,9 @@ def crop_points(points: PointArray,
         crop_bbox: ``(x0, y0, x1, y1)`` in pixels, ``x1`` / ``y1`` exclusive (as an array slice).
 
     Returns:
-        ``(shifted, keep)``: all points shifted by ``(-x0, -y0)`` and the bool mask of those that lie
-        inside the crop (see :func:`points_inside`). Callers index their per-point arrays with
-        ``keep``.
+        ``(shifted, keep)``: all points shifted by ``(-x0, -y0)`` and the bool mask of those that
+        lie inside the crop (see :func:`points_inside`). Callers index their per-point arrays
+        with ``keep``.
     """
     if len(crop_bbox) != 4:
         raise ValueError(f'crop_bbox must be (x0, y0, x1, y1), got {crop_bbox}')

@@ -19,7 +19,8 @@ Patches (each function below documents why it is needed):
 4. :class:`CPUDistributedDataParallel` -- a DDP wrapper that does not pass ``device_ids`` for
    a CPU module (selected by :func:`adapt_cfg_to_device`).
 5. :func:`silence_known_deprecations` -- hides deprecation warnings that the pinned OpenMMLab
-   releases trigger on every run and that users cannot act on.
+   releases trigger on every run and that users cannot act on (installed when this module is
+   imported, before mmengine, whose import already triggers some).
 
 Trust assumption: checkpoints are pickles. Loading one with ``weights_only=False`` can execute
 arbitrary code, exactly as with torch < 2.6. Only load local checkpoint files you trust (your own
@@ -54,8 +55,6 @@ SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN', 'nn.SyncBatchNorm', 'SyncBatchNorm')
 
 #: Model wrappers that may be replaced by :class:`CPUDistributedDataParallel` on CPU.
 _DDP_WRAPPER_TYPES = ('MMDistributedDataParallel', 'CPUDistributedDataParallel')
-
-_applied = False
 
 
 def _log(msg: str, level: int = logging.INFO) -> None:
@@ -261,7 +260,8 @@ def _make_atomic_save_checkpoint(original: Callable) -> Callable:
 
 def _atomic_open(file: Any, mode: str = 'r', *args: Any, **kwargs: Any) -> Any:
     """``open`` for modules whose file writes must be atomic: write modes go through
-    :func:`atomic_write`, everything else is the builtin ``open``."""
+    :func:`atomic_write` (usable as a ``with`` statement only, which is how
+    ``CheckpointHook`` writes), everything else is the builtin ``open``."""
     if isinstance(file, (str, os.PathLike)) and mode in ('w', 'wt', 'wb') and not args:
         return atomic_write(file, mode, **kwargs)
     return builtins.open(file, mode, *args, **kwargs)
@@ -386,12 +386,10 @@ CPUDistributedDataParallel = _build_cpu_ddp_class()
 # --------------------------------------------------------------------------------------------
 def apply_compat_patches() -> None:
     """Apply every patch of this module once (safe to call again)."""
-    global _applied
     silence_known_deprecations()
     patch_checkpoint_loading()
     patch_atomic_checkpoint_save()
     patch_cpu_init_dist()
-    _applied = True
 
 
 def _replace_sync_bn(node: Any, path: str, found: List[str]) -> Any:

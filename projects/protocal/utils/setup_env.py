@@ -13,13 +13,17 @@ __all__ = ['iter_data_roots', 'check_data_roots', 'check_file_exists', 'default_
 DATASETS_DOC = 'docs/datasets.md'
 
 
-def check_file_exists(path: str, what: str) -> str:
+def check_file_exists(path: str, what: str, allow_remote: bool = False) -> str:
     """Return ``path`` if it is an existing file, else raise ``FileNotFoundError``.
 
     Args:
         path (str): File to check (``~`` is expanded).
         what (str): What the file is, used in the message (e.g. ``'config file'``).
+        allow_remote (bool): Accept URIs such as ``https://...`` unchecked (mmengine downloads
+            checkpoints itself). Defaults to False.
     """
+    if allow_remote and '://' in path:
+        return path
     full = osp.expanduser(path)
     if not osp.isfile(full):
         hint = ' (it is a directory)' if osp.isdir(full) else ''

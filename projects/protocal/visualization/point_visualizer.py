@@ -48,7 +48,8 @@ def get_palette(num_classes: int, palette: Optional[Sequence] = None) -> List[Tu
     for i, colour in enumerate(palette):
         c = tuple(int(v) for v in colour)
         if len(c) != 3 or any(v < 0 or v > 255 for v in c):
-            raise ValueError(f'palette[{i}] must be an (r, g, b) triple of 0-255 ints, got {colour}')
+            raise ValueError(f'palette[{i}] must be an (r, g, b) triple of 0-255 ints, '
+                             f'got {colour}')
         colours.append(c)
     if len(colours) < num_classes:
         raise ValueError(f'palette has {len(colours)} colours for {num_classes} classes')

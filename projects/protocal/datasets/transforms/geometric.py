@@ -1,11 +1,11 @@
 """Geometric transforms that move point annotations together with the image.
 
-They read and write the pipeline keys of ``docs/architecture.md``: ``img`` (H x W x C), ``img_shape``
-and the per-point arrays ``gt_points`` (float32 ``(N, 2)`` xy), ``gt_points_labels`` and
-``gt_points_annotated``. The point arrays are optional (inference pipelines have none); when present
-they are kept aligned, and points that end up outside the image are dropped from all three. Only
-points are transformed: heatmap targets are rendered afterwards by the codec. Point geometry follows
-the pixel-centre convention of :mod:`protocal.structures.point_ops`. Randomness comes from
+They read and write the pipeline keys of ``docs/architecture.md``: ``img`` (H x W x C),
+``img_shape`` and the per-point arrays ``gt_points`` (float32 ``(N, 2)`` xy), ``gt_points_labels``
+and ``gt_points_annotated``. The point arrays are optional (inference pipelines have none); when
+present they are kept aligned, and points that end up outside the image are dropped from all three.
+Only points are transformed: heatmap targets are rendered afterwards by the codec. Point geometry
+follows the pixel-centre convention of :mod:`protocal.structures.point_ops`. Randomness comes from
 ``np.random`` (like the MMCV transforms), so seeding NumPy makes pipelines reproducible.
 """
 from typing import Optional, Sequence, Tuple, Union

@@ -52,7 +52,7 @@ class MatchCounts(NamedTuple):
 
 
 def as_points(points, name: str = 'points') -> np.ndarray:
-    """``points`` as a float64 ``(N, 2)`` array; a clear error for other shapes or non-finite values.
+    """``points`` as a float64 ``(N, 2)`` array; a clear error for bad shapes or non-finite values.
 
     Accepts numpy arrays, sequences and tensors (anything with ``.detach().cpu().numpy()``). An
     empty input of any shape with zero elements becomes ``(0, 2)``.
