@@ -79,10 +79,8 @@ def synthetic_samples(num_images, num_points, extent, seed=0):
 
 def time_metric(mode, samples, repeats):
     from mmengine.evaluator import Evaluator
-    from mmengine.logging import MMLogger
 
     from protocal.evaluation.metrics import PointF1Metric
-    MMLogger.get_instance('bench_metric', log_level='WARNING')
     times, result = [], None
     for _ in range(repeats):
         evaluator = Evaluator([PointF1Metric(mode=mode, classes=CLASSES)])
@@ -126,6 +124,8 @@ def time_inference(config, num_images, size, seed=0):
 def main(argv=None):
     args = parse_args(argv)
     import torch
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('bench_metric', log_level='WARNING')  # silence the metric's table
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f'{args.images} images x {args.points} GT cells over {args.extent:g} px, '

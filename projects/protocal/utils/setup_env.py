@@ -57,6 +57,9 @@ def iter_data_roots(dataset_cfg: Any, path: str) -> Iterator[Tuple[str, str]]:
 def check_data_roots(cfg: Any, dataloader_keys: Sequence[str]) -> None:
     """Raise ``FileNotFoundError`` naming the first missing ``data_root`` of the given loaders.
 
+    The message names the config field and the resolved path and, when the dataset class knows
+    its on-disk layout (protocal's point datasets do), shows the expected folder tree.
+
     Args:
         cfg (mmengine.Config | dict): Full config.
         dataloader_keys (Sequence[str]): e.g. ``('train_dataloader', 'val_dataloader')``;
@@ -68,8 +71,34 @@ def check_data_roots(cfg: Any, dataloader_keys: Sequence[str]) -> None:
             continue
         for field, root in iter_data_roots(loader.get('dataset'), f'{key}.dataset'):
             if not osp.isdir(osp.expanduser(root)):
-                raise FileNotFoundError(
-                    f'{field} = {root!r} does not exist (resolved to '
-                    f'{osp.abspath(osp.expanduser(root))!r}). Prepare the dataset as described in '
-                    f'{DATASETS_DOC}, or point the config at it with '
-                    f'--cfg-options {field}=/path/to/data')
+                message = (f'{field} = {root!r} does not exist (resolved to '
+                           f'{osp.abspath(osp.expanduser(root))!r}). Prepare the dataset as '
+                           f'described in {DATASETS_DOC}, or point the config at it with '
+                           f'--cfg-options {field}=/path/to/data')
+                layout = _layout_of(cfg, loader.get('dataset'), root)
+                raise FileNotFoundError(message + (f'\n{layout}' if layout else ''))
+
+
+def _layout_of(cfg: Any, dataset_cfg: Any, root: str) -> str:
+    """The dataset's own description of its expected layout, or ``''``.
+
+    Builds the (innermost) dataset whose ``data_root`` is ``root`` without a pipeline: protocal's
+    datasets validate their folders at construction and explain the layout they expected.
+    """
+    while isinstance(dataset_cfg, dict) and dataset_cfg.get('data_root') != root:
+        dataset_cfg = dataset_cfg.get('dataset')
+    if not isinstance(dataset_cfg, dict):
+        return ''
+    try:
+        from mmengine.registry import init_default_scope
+        from mmdet.registry import DATASETS
+        init_default_scope(cfg.get('default_scope', 'mmdet'))
+        DATASETS.build(dict(dataset_cfg, pipeline=[]))
+    except FileNotFoundError as err:
+        text = str(err)
+        return text[text.index('Expected'):] if 'Expected' in text else ''
+    except Exception:  # noqa: BLE001 - best effort: the generic message is still raised
+        return ''
+    return ''
+
+

@@ -69,6 +69,8 @@ class BaseHeatmapPointHead(BaseModule):
                              f'num_classes={num_classes}')
         self.codec = TASK_UTILS.build(codec)
         self.loss_heatmap = _build_heatmap_loss(loss_heatmap, num_classes, embed_dims)
+        # calibrated losses (SEL, PCL) read the node embeddings; the plain loss does not
+        self.loss_uses_embeddings = bool(getattr(self.loss_heatmap, 'uses_embeddings', True))
         self.train_cfg = train_cfg or {}
         self.test_cfg = test_cfg or {}
 
@@ -82,10 +84,15 @@ class BaseHeatmapPointHead(BaseModule):
         height, width = logits.shape[-2:]
         points, labels = self.annotated_points(batch_data_samples, logits.device)
         target = self.codec.encode_batch(points, labels, (height, width)).to(logits.device)
-        grid_hw = tuple(embed.shape[-2:])
-        stride = height / grid_hw[0]
-        node_masks = node_masks_from_points(points, labels, self.num_classes, stride, grid_hw,
-                                            device=logits.device)
+        node_masks = None
+        if embed is not None:
+            grid_hw = tuple(embed.shape[-2:])
+            stride = height / grid_hw[0]
+            node_masks = node_masks_from_points(points, labels, self.num_classes, stride,
+                                                grid_hw, device=logits.device)
+        elif self.loss_uses_embeddings:
+            raise ValueError(f'{type(self.loss_heatmap).__name__} needs node embeddings but '
+                             f'{type(self).__name__} produced none')
         valid = self.valid_mask(batch_data_samples, (height, width), logits.device)
         return self.loss_heatmap(logits, target, embed=embed, node_masks=node_masks,
                                  valid_mask=valid)
@@ -170,7 +177,9 @@ class HeatmapPointHead(BaseHeatmapPointHead):
     then brought to the input resolution by ``2x`` upsampling steps (bilinear + 3x3 conv) with the
     widths in ``upsample_channels``; any stride left is covered by bilinear upsampling of the
     logits. Embeddings: the level ``embed_index`` goes through two 1x1 convs (BN + GELU) to
-    ``embed_dims`` channels (post-GELU, like the reference feature branch).
+    ``embed_dims`` channels (post-GELU, like the reference feature branch). The branch is only
+    built when the loss reads embeddings (otherwise ``forward`` returns ``embed=None``), so a
+    plain-loss detector has no parameter without gradient and trains under DDP as is.
 
     Args:
         in_channels: channels of each input level (int: the same for all).
@@ -223,10 +232,12 @@ class HeatmapPointHead(BaseHeatmapPointHead):
         self.upsample = nn.ModuleList(ups)
         self.classifier = nn.Conv2d(width, num_classes + 1, 1)
         gelu = dict(type='GELU')
-        self.embed = nn.Sequential(
-            ConvModule(self.in_channels[embed_index], embed_hidden, 1, norm_cfg=norm_cfg,
-                       act_cfg=gelu),
-            ConvModule(embed_hidden, embed_dims, 1, norm_cfg=norm_cfg, act_cfg=gelu))
+        self.embed = None
+        if self.loss_uses_embeddings:
+            self.embed = nn.Sequential(
+                ConvModule(self.in_channels[embed_index], embed_hidden, 1, norm_cfg=norm_cfg,
+                           act_cfg=gelu),
+                ConvModule(embed_hidden, embed_dims, 1, norm_cfg=norm_cfg, act_cfg=gelu))
 
     def forward(self, feats: Tuple[Tensor]) -> Tuple[Tensor, Tensor]:
         feats = tuple(feats)
@@ -245,7 +256,7 @@ class HeatmapPointHead(BaseHeatmapPointHead):
         out_hw = (size[0] * self.input_stride, size[1] * self.input_stride)
         if logits.shape[-2:] != out_hw:
             logits = F.interpolate(logits, size=out_hw, mode='bilinear', align_corners=False)
-        embed = self.embed(feats[self.embed_index])
+        embed = self.embed(feats[self.embed_index]) if self.embed is not None else None
         return logits, embed
 
 

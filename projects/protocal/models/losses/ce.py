@@ -59,6 +59,10 @@ class SoftCrossEntropyLoss(nn.Module):
         loss_name: key of the returned loss.
     """
 
+    #: heads skip the node-embedding branch for losses that do not read it (otherwise its
+    #: parameters get no gradient, which DistributedDataParallel rejects)
+    uses_embeddings = False
+
     def __init__(self, loss_weight: float = 1.0, loss_name: str = 'loss_ce'):
         super().__init__()
         self.loss_weight = loss_weight
