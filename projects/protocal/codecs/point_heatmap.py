@@ -359,22 +359,35 @@ class PointHeatmapCodec:
                              f'[{int(labels.min())}, {int(labels.max())}]')
         return points, labels
 
-    def _disc_indices(self, points: Tensor, shape: Tuple[int, int]):
-        """Yield ``(point_idx (n,), flat pixel idx (n, P), valid (n, P))`` chunks of the discs of
-        the points whose disc touches an image of ``shape``; ``P`` is the number of disc pixels."""
+    def _disc_indices(self, points: Tensor, shape: Tuple[int, int], base: Optional[Tensor] = None):
+        """Flat pixel indices of the discs of the points whose disc touches an image of ``shape``.
+
+        Yields chunks ``(point_idx (n,), flat index (n, P), valid)``, with ``P`` the number of disc
+        pixels and ``base[point_idx]`` (default 0) added to the indices. ``valid`` (n, P) marks the
+        pixels inside the image; it is ``None`` for chunks of points whose disc lies entirely inside
+        it (most points), which need no per-pixel checks.
+        """
         h, w = shape
         r = self._half
-        centre = torch.floor(points + 0.5).long()
-        near = ((centre[:, 0] >= -r) & (centre[:, 0] < w + r) & (centre[:, 1] >= -r)
-                & (centre[:, 1] < h + r))
-        idx = near.nonzero().squeeze(1)
+        # clamped so that far-away points cannot overflow int64; they stay outside the image
+        centre = torch.floor(points.clamp(-2.0**40, 2.0**40) + 0.5).long()
+        cx, cy = centre[:, 0], centre[:, 1]
+        start = cy * w + cx if base is None else base + cy * w + cx
         offsets = self._offsets.to(points.device)
-        for start in range(0, len(idx), _ENCODE_CHUNK):
-            sel = idx[start:start + _ENCODE_CHUNK]
-            xs = centre[sel, 0, None] + offsets[:, 0]
-            ys = centre[sel, 1, None] + offsets[:, 1]
-            valid = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
-            yield sel, ys * w + xs, valid
+        flat_offsets = offsets[:, 1] * w + offsets[:, 0]
+        inner = (cx >= r) & (cx < w - r) & (cy >= r) & (cy < h - r)
+        near = (cx >= -r) & (cx < w + r) & (cy >= -r) & (cy < h + r)
+        for idx, check in ((inner.nonzero().squeeze(1), False),
+                           ((near & ~inner).nonzero().squeeze(1), True)):
+            for first in range(0, len(idx), _ENCODE_CHUNK):
+                sel = idx[first:first + _ENCODE_CHUNK]
+                flat = start[sel, None] + flat_offsets
+                valid = None
+                if check:
+                    xs = cx[sel, None] + offsets[:, 0]
+                    ys = cy[sel, None] + offsets[:, 1]
+                    valid = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+                yield sel, flat, valid
 
     # ------------------------------------------------------------------------------------------
     # encoding
@@ -409,11 +422,16 @@ class PointHeatmapCodec:
         for b, (points, labels) in enumerate(zip(points_list, labels_list)):
             points, labels = self._check_points(points, labels, device)
             bg_start = b * (k + 1) * h * w
-            for sel, pix, valid in self._disc_indices(points, (h, w)):
-                # pixels outside the image add 0 to the first background pixel (overwritten below)
-                flat = torch.where(valid, bg_start + (labels[sel, None] + 1) * (h * w) + pix,
-                                   bg_start)
-                flat_out.scatter_add_(0, flat.view(-1), (stamp * valid).view(-1))
+            base = bg_start + (labels + 1) * (h * w)  # first pixel of each point's channel
+            for sel, flat, valid in self._disc_indices(points, (h, w), base):
+                if valid is None:
+                    values = stamp.expand(len(sel), -1).reshape(-1)
+                else:
+                    # pixels outside the image add 0 to the first background pixel, which is
+                    # overwritten below
+                    flat = torch.where(valid, flat, bg_start)
+                    values = (stamp * valid).view(-1)
+                flat_out.scatter_add_(0, flat.view(-1), values)
         fg = out[:, 1:].clamp_(0, 1)
         out[:, 0] = (1 - fg.sum(1)).clamp_(0, 1)
         return out
@@ -425,8 +443,8 @@ class PointHeatmapCodec:
         device = points.device if isinstance(points, Tensor) else torch.device('cpu')
         points, _ = self._check_points(points, None, device)
         mask = torch.zeros(h * w, dtype=torch.bool, device=device)
-        for _, pix, valid in self._disc_indices(points, (h, w)):
-            mask[pix[valid]] = True
+        for _, flat, valid in self._disc_indices(points, (h, w)):
+            mask[flat if valid is None else flat[valid]] = True
         return mask.view(h, w)
 
     # ------------------------------------------------------------------------------------------

@@ -127,18 +127,17 @@ def _match_hungarian(pi, gi, dist2, num_pred, num_gt, radius):
     # connected components of the bipartite graph (nodes: predictions, then GT points)
     n = num_pred + num_gt
     adj = coo_matrix((np.ones(len(pi), np.int8), (pi, gi + num_pred)), shape=(n, n))
-    _, comp = connected_components(adj, directed=False)
+    num_comp, comp = connected_components(adj, directed=False)
     dist = np.sqrt(dist2)
     edge_comp = comp[pi]
-    order = np.argsort(edge_comp, kind='stable')
+    # an isolated pair (the usual case at cell densities) is matched as is
+    single = np.bincount(edge_comp, minlength=num_comp)[edge_comp] == 1
+    out_p, out_g = [pi[single]], [gi[single]]
+    multi = np.flatnonzero(~single)
+    order = multi[np.argsort(edge_comp[multi], kind='stable')]
     bounds = np.flatnonzero(np.diff(edge_comp[order])) + 1
-    out_p, out_g = [], []
-    for edges in np.split(order, bounds):
+    for edges in (np.split(order, bounds) if len(order) else []):
         ep, eg, ed = pi[edges], gi[edges], dist[edges]
-        if len(edges) == 1:
-            out_p.append(ep)
-            out_g.append(eg)
-            continue
         rows, ep_local = np.unique(ep, return_inverse=True)
         cols, eg_local = np.unique(eg, return_inverse=True)
         # a forbidden pair costs more than any sum of allowed distances, so the assignment
