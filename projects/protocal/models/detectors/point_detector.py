@@ -9,6 +9,8 @@ from mmdet.structures import SampleList
 from mmengine.structures import InstanceData, PixelData
 from torch import Tensor
 
+from protocal.utils import release_freed_memory
+
 
 __all__ = ['PointDetector', 'tile_starts', 'owned_ranges']
 
@@ -141,6 +143,8 @@ class PointDetector(BaseDetector):
                 keep = ((pts[:, 0] >= xlo) & (pts[:, 0] < xhi) & (pts[:, 1] >= ylo) &
                         (pts[:, 1] < yhi))
                 found.append((pts[keep], det['labels'][keep], det['scores'][keep]))
+            del batch, logits, probs
+            release_freed_memory()  # keeps the resident size flat over many tiles
         points = torch.cat([f[0] for f in found]).float()
         labels = torch.cat([f[1] for f in found]).long()
         scores = torch.cat([f[2] for f in found]).float()
