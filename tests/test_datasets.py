@@ -168,14 +168,16 @@ def test_integer_id_out_of_range_mentions_class_id_base(tmp_path):
 
 
 def test_nan_and_outside_points_are_dropped_with_one_warning_per_file(tmp_path, logs):
-    # images are 40 wide (x) and 32 high (y)
+    # images are 40 wide (x) and 32 high (y); pixel centres on integers, so a point is inside
+    # when -0.5 <= x < 39.5 and -0.5 <= y < 31.5
     ds = make_csv_dataset(
         tmp_path, {
-            'a': '1,1,1\nnan,3,1\n39.5,31.5,2\n40,5,1\n5,-0.1,1\n',
+            'a': '1,1,1\nnan,3,1\n39.4,31.4,2\n39.5,5,1\n5,-0.6,1\n',
             'b': '2,2,1\n3,inf,2\n',
             'c': '1,1,1\n',
         })
-    np.testing.assert_allclose(ds.get_data_info(0)['gt_points'], [[1, 1], [39.5, 31.5]])
+    np.testing.assert_allclose(ds.get_data_info(0)['gt_points'], [[1, 1], [39.4, 31.4]],
+                               rtol=1e-6)
     np.testing.assert_array_equal(ds.get_data_info(0)['gt_points_labels'], [0, 1])
     np.testing.assert_array_equal(ds.get_data_info(1)['gt_points'], [[2, 2]])
     warns = warnings_of(logs)
@@ -318,7 +320,9 @@ def test_geojson_qupath_export(tmp_path, logs):
         data_root=str(tmp_path), metainfo=dict(classes=('tumor', 'other')),
         class_map={'Tumor': 'tumor', 'Stroma': 'other'})
     info = ds.get_data_info(0)
-    np.testing.assert_array_equal(info['gt_points'], [[1, 2], [3, 4], [5, 6], [7, 8]])
+    # QuPath coordinates have their origin at the image corner: pixel centres are at +0.5
+    np.testing.assert_array_equal(info['gt_points'],
+                                  np.array([[1, 2], [3, 4], [5, 6], [7, 8]]) - 0.5)
     np.testing.assert_array_equal(info['gt_points_labels'], [0, 1, 1, 1])
     np.testing.assert_array_equal(info['gt_points_annotated'], [True, False, False, True])
     assert info['sparse_frozen']

@@ -196,3 +196,12 @@ def test_export_bad_input_and_atomicity(tmp_path, monkeypatch):
     # the old file is intact and the temporary file is gone
     assert path.read_text() == 'old\n'
     assert os.listdir(tmp_path) == ['img.csv']
+
+
+def test_qupath_geojson_round_trip_through_the_dataset_reader(tmp_path):
+    """Export -> QuPath -> import keeps every point where it was (pixel-centre vs corner origin)."""
+    from protocal.datasets.annotation_io import read_geojson_points
+    path = tmp_path / 'img.geojson'
+    write_qupath_geojson(path, POINTS, LABELS, SCORES, CLASSES, palette=PALETTE)
+    raw = read_geojson_points(str(path))
+    np.testing.assert_allclose(raw.xy, np.asarray(POINTS, dtype=np.float64), atol=1e-4)

@@ -244,8 +244,13 @@ def _coords_xy(coords: Any, path: str, where: str) -> Tuple[float, float]:
     return tuple(float('nan') if c is None else float(c) for c in coords[:2])
 
 
-def read_geojson_points(path: str) -> RawPoints:
+def read_geojson_points(path: str, pixel_offset: float = 0.5) -> RawPoints:
     """Read points from a (QuPath) GeoJSON file; see the module docstring.
+
+    QuPath measures coordinates from the top-left *corner* of the image, so the centre of pixel
+    ``(c, r)`` is ``(c + 0.5, r + 0.5)``; protocal puts pixel centres on integers
+    (``docs/architecture.md``). ``pixel_offset`` (0.5) is subtracted from both coordinates, the
+    inverse of :func:`protocal.apis.write_qupath_geojson`, so export -> import is lossless.
 
     An empty file, ``[]`` or a collection without features gives zero points.
 
@@ -299,7 +304,7 @@ def read_geojson_points(path: str) -> RawPoints:
             raw.tokens.append(token)
             raw.where.append(sub)
             flags.append(flag)
-    raw.xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    raw.xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2) - pixel_offset
     if any(f is not None for f in flags):
         # features without the property count as annotated
         raw.annotated = np.asarray([True if f is None else f for f in flags], dtype=bool)

@@ -16,6 +16,7 @@ from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
 from mmdet.registry import DATASETS
+from protocal.structures import points_inside
 from .annotation_io import (ANN_SUFFIXES, ClassResolver, RawPoints, read_coco_points, read_points)
 
 __all__ = ['PointDataset', 'IMG_SUFFIXES', 'read_image_size']
@@ -85,8 +86,9 @@ class PointDataset(BaseDataset):
 
     Bad input:
 
-    * points with NaN/inf coordinates or outside the image (``0 <= x < width``,
-      ``0 <= y < height``; the size is read from the image header) and non-point entries (GeoJSON
+    * points with NaN/inf coordinates or outside the image (inside means
+      ``-0.5 <= x < width - 0.5`` and ``-0.5 <= y < height - 0.5``, the pixel-centre convention of
+      ``docs/architecture.md``; the size is read from the image header) and non-point entries (GeoJSON
       polygons, COCO keypoints with ``v=0``) are dropped with **one** warning per file giving the
       counts;
     * points whose class maps to ``None`` in ``class_map`` are dropped silently and counted in one
@@ -346,7 +348,7 @@ class PointDataset(BaseDataset):
         if self.check_bounds and keep.any():
             if width is None or height is None:
                 width, height = read_image_size(img_path)
-            inside = ((xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height))
+            inside = points_inside(xy, (height, width))
             n_outside = int((keep & ~inside).sum())
             keep &= inside
         reasons = []
