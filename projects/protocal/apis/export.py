@@ -24,11 +24,12 @@ import json
 import math
 import os
 import os.path as osp
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from protocal.utils import atomic_write
 
 __all__ = ['write_points_csv', 'write_qupath_geojson', 'atomic_write_text']
 
@@ -38,25 +39,11 @@ QUPATH_OBJECT_TYPES = ('annotation', 'detection')
 
 
 def atomic_write_text(path: PathLike, text: str, encoding: str = 'utf-8') -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder + ``os.replace``.
-
-    The parent folder is created if needed. On any error the temporary file is removed and the
-    previous content of ``path`` (if any) is left untouched.
-    """
-    path = osp.abspath(os.fspath(path))
-    folder = osp.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'w', encoding=encoding, newline='') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``text`` to ``path`` through a temporary file in the same folder + ``os.replace``
+    (:func:`protocal.utils.atomic_write`): on any error the previous content of ``path`` (if any)
+    is left untouched and no temporary file remains. The parent folder is created if needed."""
+    with atomic_write(osp.abspath(os.fspath(path)), 'w', encoding=encoding, newline='') as f:
+        f.write(text)
 
 
 def _to_numpy(value: Any) -> Any:
