@@ -156,3 +156,28 @@ def test_her2_10pct_explains_missing_data_then_trains_on_fixture(tmp_path):
     log = next(work.glob('*/*.log')).read_text()
     assert 'loss_ce' in log and 'loss_sfl' in log and 'loss_el' in log
     assert 'point/mF1' in log
+
+
+def test_threshold_sweep_is_monotonic_in_recall(trained, tmp_path):
+    out = tmp_path / 'sweep.json'
+    run_tool('tools/analysis_tools/threshold_sweep.py', DEMO_CFG, str(trained / 'epoch_2.pth'),
+             '--split', 'val', '--thrs', '0.01', '0.5', '0.99', '--out', str(out))
+    sweep = json.loads(out.read_text())
+    recalls = [sweep[t]['point/det_recall'] for t in ('0.01', '0.5', '0.99')]
+    assert recalls[0] >= recalls[1] >= recalls[2]
+
+
+def test_summarize_demo_table(tmp_path):
+    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
+    try:
+        from summarize_demo import summarize
+    finally:
+        sys.path.pop(0)
+    (tmp_path / 'pcl').mkdir()
+    (tmp_path / 'pcl' / 'metrics_val.json').write_text(json.dumps({'point/mF1': 0.5}))
+    (tmp_path / 'classical_val.json').write_text(json.dumps({'mF1': 0.25}))
+    table = summarize(tmp_path, ['pcl', 'plain'])
+    rows = table.splitlines()
+    assert rows[2].split()[:2] == ['pcl', '0.500']
+    assert rows[3].split()[1] == '-'  # missing run: shown as '-', not an error
+    assert rows[4].startswith('classical blob') and '0.250' in rows[4]
