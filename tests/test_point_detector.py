@@ -201,3 +201,9 @@ def test_vig_head_end_to_end_shapes():
     model.eval()
     logits, embed = model._forward(torch.rand(1, 3, *shape))
     assert logits.shape == (1, 3, 128, 128) and embed.shape == (1, 8, 4, 4)
+
+
+def test_release_freed_memory_is_safe_to_call_repeatedly():
+    from protocal.utils import release_freed_memory
+    for _ in range(3):
+        assert release_freed_memory() is None

@@ -163,12 +163,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f'{osp.basename(__file__)}: error: {err}') from err
 
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    from protocal.utils import build_runner
+    runner = build_runner(cfg)
     metrics = runner.test()
     if args.metrics_json:
         write_metrics_json(metrics, args.metrics_json)

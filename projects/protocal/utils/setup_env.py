@@ -8,7 +8,9 @@ from __future__ import annotations
 import os.path as osp
 from typing import Any, Iterator, Sequence, Tuple
 
-__all__ = ['iter_data_roots', 'check_data_roots', 'check_file_exists', 'default_work_dir']
+__all__ = [
+    'iter_data_roots', 'check_data_roots', 'check_file_exists', 'default_work_dir', 'build_runner'
+]
 
 DATASETS_DOC = 'docs/datasets.md'
 
@@ -102,3 +104,12 @@ def _layout_of(cfg: Any, dataset_cfg: Any, root: str) -> str:
     return ''
 
 
+
+
+def build_runner(cfg: Any):
+    """The config's runner: ``runner_type`` from mmengine's ``RUNNERS`` if set, else ``Runner``."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
