@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import mmcv
-import numpy as np
 
 
 def parse_args(argv=None):
@@ -95,7 +94,7 @@ def main(argv=None) -> int:
                                 cfg_options=build_overrides(args))
     meta = model.dataset_meta
     classes = list(meta['classes'])
-    palette = meta.get('palette') or _palette_from_config(model.cfg)
+    palette = meta.get('palette')
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     total, start = 0, time.perf_counter()
@@ -127,14 +126,6 @@ def main(argv=None) -> int:
     print(f'{len(images)} image(s), {total} cells in {elapsed:.1f} s; outputs in '
           f'{osp.abspath(out_dir)}')
     return 0
-
-
-def _palette_from_config(cfg):
-    for key in ('test_dataloader', 'val_dataloader', 'train_dataloader'):
-        palette = cfg.get(key, {}).get('dataset', {}).get('metainfo', {}).get('palette')
-        if palette:
-            return [tuple(c) for c in palette]
-    return None
 
 
 if __name__ == '__main__':

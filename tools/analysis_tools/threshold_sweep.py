@@ -36,47 +36,35 @@ def parse_args(argv=None):
 def sweep(config: str, checkpoint: str, thrs, split: str = 'test', device: str = 'cpu'):
     """``{thr: metrics}`` for every threshold (one forward pass per image)."""
     import torch
-    from mmdet.registry import METRICS, TASK_UTILS
+    from mmdet.registry import DATASETS, METRICS, TASK_UTILS
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import init_default_scope
-    from mmengine.structures import InstanceData
 
     from protocal.apis import init_point_detector
-    from protocal.structures import unscale_points
 
     model = init_point_detector(config, checkpoint, device=device,
                                 cfg_options={'model.head.test_cfg.return_heatmap': False})
     cfg = model.cfg
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    loader_cfg = copy.deepcopy(cfg[f'{split}_dataloader'])
-    from mmdet.registry import DATASETS
-    dataset = DATASETS.build(loader_cfg['dataset'])
+    dataset = DATASETS.build(copy.deepcopy(cfg[f'{split}_dataloader'])['dataset'])
     evaluator_cfg = cfg[f'{split}_evaluator']
     evaluator_cfg = evaluator_cfg[0] if isinstance(evaluator_cfg, (list, tuple)) else evaluator_cfg
-    cached = []
+    cached = []  # (logits, data sample): one forward pass per image
     with torch.no_grad():
         for i in range(len(dataset)):
             batch = model.data_preprocessor(pseudo_collate([dataset[i]]), False)
             logits, _ = model.head(model.extract_feat(batch['inputs']))
-            sample = batch['data_samples'][0]
-            h, w = sample.metainfo.get('img_shape', logits.shape[-2:])[:2]
-            cached.append((logits.float().softmax(1)[0, :, :h, :w].cpu(), sample))
+            cached.append((logits.cpu(), batch['data_samples'][0]))
     results = {}
     for thr in thrs:
         codec_cfg = copy.deepcopy(cfg.model.head.codec)
         codec_cfg.update(score_thr=thr, num_classes=cfg.model.head.num_classes)
-        codec = TASK_UTILS.build(codec_cfg)
+        model.head.codec = TASK_UTILS.build(codec_cfg)  # the head decodes as at test time
         metric = METRICS.build(copy.deepcopy(evaluator_cfg))
         metric.dataset_meta = dataset.metainfo
-        for prob, sample in cached:
-            det = codec.decode(prob)
-            pred = InstanceData()
-            pred.points = det['points'].float()
-            if 'scale_factor' in sample.metainfo:
-                pred.points = unscale_points(pred.points, sample.metainfo['scale_factor'])
-            pred.labels, pred.scores = det['labels'].long(), det['scores'].float()
+        for logits, sample in cached:
             out = sample.clone()
-            out.pred_instances = pred
+            out.pred_instances = model.head.predict_by_feat(logits, [out])[0][0]
             metric.process({}, [out.to_dict()])
         results[thr] = metric.evaluate(len(cached))
     return results

@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from protocal.utils import atomic_write
+from protocal.utils import atomic_write, to_numpy
 
 __all__ = ['write_points_csv', 'write_qupath_geojson', 'atomic_write_text']
 
@@ -46,22 +46,16 @@ def atomic_write_text(path: PathLike, text: str, encoding: str = 'utf-8') -> Non
         f.write(text)
 
 
-def _to_numpy(value: Any) -> Any:
-    if hasattr(value, 'detach'):
-        return value.detach().cpu().numpy()
-    return value
-
-
 def _check(points, labels, scores, classes) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray],
                                                     Sequence[str]]:
-    points = np.asarray(_to_numpy(points), np.float64)
+    points = np.asarray(to_numpy(points), np.float64)
     if points.size == 0:
         points = points.reshape(0, 2)
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError(f'points must have shape (N, 2) (x, y), got {points.shape}')
     if not np.isfinite(points).all():
         raise ValueError('points contain NaN or infinite coordinates')
-    labels = np.asarray(_to_numpy(labels)).reshape(-1)
+    labels = np.asarray(to_numpy(labels)).reshape(-1)
     if len(labels) != len(points):
         raise ValueError(f'labels has {len(labels)} values for {len(points)} points')
     if len(labels) and not np.issubdtype(labels.dtype, np.integer):
@@ -69,7 +63,7 @@ def _check(points, labels, scores, classes) -> Tuple[np.ndarray, np.ndarray, Opt
             raise ValueError('labels must be integer class indices')
     labels = labels.astype(np.int64)
     if scores is not None:
-        scores = np.asarray(_to_numpy(scores), np.float64).reshape(-1)
+        scores = np.asarray(to_numpy(scores), np.float64).reshape(-1)
         if len(scores) != len(points):
             raise ValueError(f'scores has {len(scores)} values for {len(points)} points')
         if not np.isfinite(scores).all():

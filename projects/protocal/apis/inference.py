@@ -24,6 +24,9 @@ def init_point_detector(config: Union[str, Path, Config],
                         cfg_options: Optional[dict] = None) -> torch.nn.Module:
     """Build a :class:`PointDetector` in eval mode.
 
+    ``model.dataset_meta`` holds the ``classes`` (and ``palette`` when known) saved in the
+    checkpoint, else those of the config's dataloaders.
+
     Args:
         config: config path or object.
         checkpoint: local checkpoint path (``None``: random weights, for smoke tests only).
@@ -41,25 +44,30 @@ def init_point_detector(config: Union[str, Path, Config],
     init_default_scope(config.get('default_scope', 'mmdet'))
     model = MODELS.build(config.model)
     model.cfg = config
-    classes = None
+    saved_meta = {}
     if checkpoint is not None:
         if not osp.isfile(checkpoint):
             raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
         ckpt = load_checkpoint(model, checkpoint, map_location='cpu')
-        classes = ckpt.get('meta', {}).get('dataset_meta', {}).get('classes')
-    if classes is None:
-        classes = _classes_from_config(config)
+        saved_meta = ckpt.get('meta', {}).get('dataset_meta') or {}
+    classes = saved_meta.get('classes') or _metainfo_from_config(config, 'classes') or [
+        f'class_{i}' for i in range(config.model.head.num_classes)
+    ]
     model.dataset_meta = dict(classes=tuple(classes))
+    palette = saved_meta.get('palette') or _metainfo_from_config(config, 'palette')
+    if palette:
+        model.dataset_meta['palette'] = [tuple(c) for c in palette]
     return model.to(device).eval()
 
 
-def _classes_from_config(config: Config) -> Sequence[str]:
+def _metainfo_from_config(config: Config, field: str):
+    """``metainfo[field]`` of the first dataloader of the config that sets it, else ``None``."""
     for key in ('test_dataloader', 'val_dataloader', 'train_dataloader'):
         dataset = config.get(key, {}).get('dataset', {})
-        classes = dataset.get('metainfo', {}).get('classes')
-        if classes:
-            return classes
-    return [f'class_{i}' for i in range(config.model.head.num_classes)]
+        value = dataset.get('metainfo', {}).get(field)
+        if value:
+            return value
+    return None
 
 
 def _inference_pipeline(config: Config) -> Compose:

@@ -21,6 +21,7 @@ import numpy as np
 from mmdet.registry import VISUALIZERS
 from mmengine.visualization import Visualizer
 
+from protocal.utils import to_numpy
 from ..evaluation.functional import as_points, match_points_by_class, points_to_original
 
 __all__ = [
@@ -56,12 +57,6 @@ def get_palette(num_classes: int, palette: Optional[Sequence] = None) -> List[Tu
     return colours[:num_classes]
 
 
-def _to_numpy(value: Any) -> Any:
-    if hasattr(value, 'detach'):
-        return value.detach().cpu().numpy()
-    return value
-
-
 def _instances(inst: Any, with_scores: bool, name: str) -> Dict[str, np.ndarray]:
     """points / labels (/ scores) of a dict or InstanceData as numpy arrays."""
     if isinstance(inst, dict):
@@ -70,15 +65,15 @@ def _instances(inst: Any, with_scores: bool, name: str) -> Dict[str, np.ndarray]
         def get(key, default=None):
             return getattr(inst, key, default)
 
-    points = as_points(_to_numpy(get('points', np.zeros((0, 2)))), f'{name}.points')
-    labels = _to_numpy(get('labels', None))
+    points = as_points(to_numpy(get('points', np.zeros((0, 2)))), f'{name}.points')
+    labels = to_numpy(get('labels', None))
     labels = (np.zeros(len(points), np.int64)
               if labels is None else np.asarray(labels, np.int64).reshape(-1))
     if len(labels) != len(points):
         raise ValueError(f'{name}.labels has {len(labels)} values for {len(points)} points')
     out = dict(points=points, labels=labels)
     if with_scores:
-        scores = _to_numpy(get('scores', None))
+        scores = to_numpy(get('scores', None))
         scores = (np.ones(len(points)) if scores is None else np.asarray(scores,
                                                                          np.float64).reshape(-1))
         if len(scores) != len(points):
@@ -109,7 +104,7 @@ def _cross(img, xy, half, colour, width):
 
 def _blend_heatmap(img: np.ndarray, heatmap: Any, alpha: float) -> np.ndarray:
     """Alpha-blend the max foreground probability (JET colours, weight ``alpha * p``)."""
-    prob = np.asarray(_to_numpy(heatmap), np.float32)
+    prob = np.asarray(to_numpy(heatmap), np.float32)
     if prob.ndim == 3:
         if prob.shape[0] < 2:
             raise ValueError(f'heatmap must be (K + 1, H, W) with K >= 1 or (H, W), got '

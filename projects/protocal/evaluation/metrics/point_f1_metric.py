@@ -8,6 +8,7 @@ from mmdet.registry import METRICS
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger, print_log
 
+from protocal.utils import to_numpy
 from ..functional import as_points, match_points, points_to_original, resolve_strict
 
 __all__ = ['PointF1Metric']
@@ -34,12 +35,6 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
     if value is None and hasattr(obj, 'metainfo'):
         value = obj.metainfo.get(key, None)
     return default if value is None else value
-
-
-def _to_numpy(value: Any) -> Any:
-    if hasattr(value, 'detach'):
-        return value.detach().cpu().numpy()
-    return value
 
 
 def _safe_div(num: float, den: float) -> float:
@@ -209,7 +204,7 @@ class PointF1Metric(BaseMetric):
         return self.radius_um / mpp
 
     def _labels(self, instances: Any, n: int, field: str, num_classes: int) -> np.ndarray:
-        labels = _to_numpy(_get(instances, 'labels', None))
+        labels = to_numpy(_get(instances, 'labels', None))
         if labels is None:
             if n:
                 raise ValueError(f'{field}.labels is missing')
@@ -256,19 +251,19 @@ class PointF1Metric(BaseMetric):
         if gt is None:
             raise ValueError(f'PointF1Metric: {where} has no gt_instances; the test pipeline '
                              'must keep the GT points for evaluation')
-        pred_xy = as_points(_to_numpy(_get(pred, 'points', np.zeros((0, 2)))),
+        pred_xy = as_points(to_numpy(_get(pred, 'points', np.zeros((0, 2)))),
                             f'{where}: pred_instances.points')
         pred_labels = self._labels(pred, len(pred_xy), f'{where}: pred_instances', num_classes)
-        scores = _to_numpy(_get(pred, 'scores', None))
+        scores = to_numpy(_get(pred, 'scores', None))
         if scores is not None:
             scores = np.asarray(scores, np.float64).reshape(-1)
             if len(scores) != len(pred_xy):
                 raise ValueError(f'{where}: pred_instances.scores has {len(scores)} values for '
                                  f'{len(pred_xy)} points')
-        gt_xy = as_points(_to_numpy(_get(gt, 'points', np.zeros((0, 2)))),
+        gt_xy = as_points(to_numpy(_get(gt, 'points', np.zeros((0, 2)))),
                           f'{where}: gt_instances.points')
         gt_labels = self._labels(gt, len(gt_xy), f'{where}: gt_instances', num_classes)
-        annotated = _to_numpy(_get(gt, 'annotated', None))
+        annotated = to_numpy(_get(gt, 'annotated', None))
         has_annotated = annotated is not None
         if has_annotated:
             annotated = np.asarray(annotated, bool).reshape(-1)
