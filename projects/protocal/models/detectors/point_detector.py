@@ -9,6 +9,7 @@ from mmdet.structures import SampleList
 from mmengine.structures import InstanceData, PixelData
 from torch import Tensor
 
+from protocal.structures import unscale_points
 from protocal.utils import release_freed_memory
 
 
@@ -154,7 +155,7 @@ class PointDetector(BaseDetector):
         order = torch.argsort(scores, descending=True)
         points = points[order]
         if rescale and 'scale_factor' in data_sample.metainfo:
-            points = _unscale_points(points, data_sample.metainfo['scale_factor'])
+            points = unscale_points(points, data_sample.metainfo['scale_factor'])
         result.points, result.labels, result.scores = points, labels[order], scores[order]
         return result
 
@@ -175,8 +176,3 @@ def _pad_stack(crops: List[Tensor], divisor: int) -> Tensor:
     for i, crop in enumerate(crops):
         batch[i, :, :crop.shape[-2], :crop.shape[-1]] = crop
     return batch
-
-
-def _unscale_points(points, scale_factor):
-    from protocal.structures import unscale_points  # noqa: E501 (lazy until the structures API lands)
-    return unscale_points(points, scale_factor)

@@ -12,6 +12,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from protocal.prototypes import node_masks_from_points
+from protocal.structures import unscale_points
 
 __all__ = ['BaseHeatmapPointHead', 'HeatmapPointHead']
 
@@ -152,7 +153,7 @@ class BaseHeatmapPointHead(BaseModule):
             result = InstanceData()
             points = det['points'].float()
             if rescale and 'scale_factor' in meta:
-                points = _unscale_points(points, meta['scale_factor'])
+                points = unscale_points(points, meta['scale_factor'])
             result.points = points
             result.labels = det['labels'].long()
             result.scores = det['scores'].float()
@@ -258,8 +259,3 @@ class HeatmapPointHead(BaseHeatmapPointHead):
             logits = F.interpolate(logits, size=out_hw, mode='bilinear', align_corners=False)
         embed = self.embed(feats[self.embed_index]) if self.embed is not None else None
         return logits, embed
-
-
-def _unscale_points(points, scale_factor):
-    from protocal.structures import unscale_points  # noqa: E501 (lazy until the structures API lands)
-    return unscale_points(points, scale_factor)
