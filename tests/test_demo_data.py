@@ -30,6 +30,7 @@ from protocal.evaluation.functional import match_points
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DATA = osp.join(ROOT, 'data')
 DEMO = osp.join(DATA, 'demo')
+REAL = osp.join(DATA, 'real')
 IHC = osp.join(DEMO, 'ihc_points')
 DSB = osp.join(DEMO, 'dsb2018_nuclei')
 TILE = 256
@@ -100,10 +101,35 @@ def test_manifest_matches_files():
         assert digest in readme, f'data/README.md does not list the sha256 of {rel}'
 
 
+def folder_bytes(root):
+    return sum(osp.getsize(osp.join(d, n)) for d, _, files in os.walk(root) for n in files)
+
+
 def test_data_folder_small():
-    total = sum(
-        osp.getsize(osp.join(d, n)) for d, _, files in os.walk(DATA) for n in files)
-    assert total <= 500_000, f'data/ holds {total} bytes (limit 500 kB)'
+    demo = folder_bytes(DEMO)
+    assert demo <= 500_000, f'data/demo holds {demo} bytes (limit 500 kB)'
+    real = folder_bytes(REAL)
+    assert real <= 20_000_000, f'data/real holds {real} bytes (limit 20 MB)'
+
+
+def test_real_manifest_matches_files():
+    """Every file under data/real is listed in its MANIFEST.sha256 with the right digest."""
+    entries = {}
+    with open(osp.join(REAL, 'MANIFEST.sha256'), encoding='utf-8') as f:
+        for line in f:
+            if line.strip():
+                digest, rel = line.rstrip('\n').split(maxsplit=1)
+                entries[osp.normpath(rel.strip())] = digest
+    on_disk = set()
+    for dirpath, _, files in os.walk(REAL):
+        for name in files:
+            rel = osp.normpath(osp.relpath(osp.join(dirpath, name), REAL))
+            if rel != 'MANIFEST.sha256':
+                on_disk.add(rel)
+    assert on_disk - set(entries) == set(), 'files missing from data/real/MANIFEST.sha256'
+    assert set(entries) - on_disk == set(), 'MANIFEST.sha256 lists files that do not exist'
+    for rel, digest in entries.items():
+        assert sha256(osp.join(REAL, rel)) == digest, f'sha256 mismatch: data/real/{rel}'
 
 
 def test_ihc_layout_and_counts():
