@@ -1,5 +1,6 @@
 # protocal — two entry points:
-#   make demo   create .venv, install the pinned stack, train + evaluate a small PCL model on bundled data
+#   make demo   create .venv, install the pinned stack, train + evaluate a small PCL model on bundled
+#               real expert points (EndoNuke, 10% annotated; tools/run_demo.sh)
 #   make test   create .venv, install the pinned stack, run the test suite
 # `make setup` alone is idempotent: a second run only checks the stamp file.
 

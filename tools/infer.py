@@ -10,7 +10,8 @@ For every image ``<stem>`` it writes to ``--out-dir``:
   to skip).
 
 Large images are processed tile by tile with ``--mode slide`` (overlapping tiles; peaks found
-twice near tile borders are merged), so whole regions of a slide fit in memory.
+twice near tile borders are merged), so whole regions of a slide fit in memory. Whole-slide files
+(.svs, .ndpi, .mrxs, pyramidal .tiff, ...) go through ``tools/infer_slide.py`` (docs/slides.md).
 
 Example::
 
@@ -89,6 +90,11 @@ def main(argv=None) -> int:
                                write_points_csv, write_qupath_geojson)
     from protocal.visualization import draw_points_overlay
 
+    if Path(args.inputs).suffix.lower() in ('.svs', '.ndpi', '.mrxs', '.scn', '.vms', '.vmu',
+                                             '.svslide', '.bif', '.czi', '.dcm'):
+        print(f'{args.inputs} is a whole-slide file: use tools/infer_slide.py (docs/slides.md)',
+              file=sys.stderr)
+        return 2
     images = list_images(args.inputs)
     model = init_point_detector(args.config, args.checkpoint, device=args.device,
                                 cfg_options=build_overrides(args))

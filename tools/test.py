@@ -59,7 +59,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def enable_visualization(cfg: Config, show: bool, show_dir: Optional[str],
                          wait_time: float) -> Config:
-    """Turn on ``DetVisualizationHook`` drawing for ``--show`` / ``--show-dir``.
+    """Turn on the visualization hook's drawing for ``--show`` / ``--show-dir``.
+
+    ``DetVisualizationHook`` (mmdet scope) writes to its ``test_out_dir``; ``SegVisualizationHook``
+    (mmseg scope) writes through the visualizer, whose ``save_dir`` is set instead.
 
     Raises:
         ValueError: the config has no ``default_hooks.visualization`` hook.
@@ -67,15 +70,22 @@ def enable_visualization(cfg: Config, show: bool, show_dir: Optional[str],
     hooks = cfg.get('default_hooks') or {}
     vis = hooks.get('visualization')
     if vis is None:
+        hook = ('SegVisualizationHook' if cfg.get('default_scope') == 'mmseg' else
+                'DetVisualizationHook')
         raise ValueError('--show/--show-dir need a visualization hook: add '
-                         "default_hooks.visualization=dict(type='DetVisualizationHook') to the "
-                         'config')
+                         f"default_hooks.visualization=dict(type='{hook}') to the config")
     vis['draw'] = True
     if show:
         vis['show'] = True
         vis['wait_time'] = wait_time
     if show_dir:
-        vis['test_out_dir'] = show_dir
+        if str(vis.get('type', '')).split('.')[-1] == 'SegVisualizationHook':
+            # mmseg's hook has no test_out_dir: the visualizer's save_dir receives the images
+            if cfg.get('visualizer') is None:
+                raise ValueError('--show-dir needs a `visualizer` in the config')
+            cfg.visualizer['save_dir'] = show_dir
+        else:
+            vis['test_out_dir'] = show_dir
     return cfg
 
 

@@ -17,3 +17,7 @@ test_dataloader = dict(dataset=dict(
 default_hooks = dict(
     logger=dict(interval=5),
     checkpoint=dict(interval=10, max_keep_ckpts=2))
+# overlays: TP/FP/FN by the metric's matching and radius (6 px), drawn 3x larger
+visualizer = dict(
+    type='PointDetLocalVisualizer', vis_backends=[dict(type='LocalVisBackend')],
+    name='visualizer', match_radius=6, match_method='greedy', upscale=3)

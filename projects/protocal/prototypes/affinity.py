@@ -17,7 +17,8 @@ from torch import Tensor
 
 __all__ = [
     'flatten_nodes', 'node_indices', 'node_masks_from_points', 'normalize_features',
-    'mean_affinity', 'prototype_cosine', 'masked_mean_features', 'labelled_to_unlabelled_distances'
+    'mean_affinity', 'prototype_cosine', 'masked_mean_features', 'labelled_to_unlabelled_distances',
+    'mean_affinity_normed', 'prototype_cosine_normed'
 ]
 
 NORM_EPS = 1e-6
@@ -95,14 +96,20 @@ def mean_affinity(feats: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
     squeeze = mask.dim() == 2
     if squeeze:
         mask = mask.unsqueeze(1)
-    normed = normalize_features(feats, dim=1)  # (B, D, N)
+    affinity, count = mean_affinity_normed(normalize_features(feats, dim=1), mask)
+    if squeeze:
+        return affinity.squeeze(1), count.squeeze(1)
+    return affinity, count
+
+
+def mean_affinity_normed(normed: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
+    """:func:`mean_affinity` of already normalised features (B, D, N) to (B, S, N) sets, so that
+    callers needing several affinities and prototype similarities normalise only once."""
     weights = mask.to(normed.dtype)  # (B, S, N)
     count = weights.sum(-1)  # (B, S)
     mean_dir = torch.einsum('bsn,bdn->bsd', weights, normed) / count.clamp(min=1).unsqueeze(-1)
     affinity = (1 + torch.einsum('bsd,bdn->bsn', mean_dir, normed)) / 2
     affinity = affinity * (count > 0).unsqueeze(-1).to(affinity.dtype)
-    if squeeze:
-        return affinity.squeeze(1), count.squeeze(1)
     return affinity, count
 
 
@@ -116,8 +123,12 @@ def prototype_cosine(feats: Tensor, prototypes: Tensor) -> Tensor:
     Returns:
         (B, K, N) cosine similarities.
     """
-    normed = normalize_features(feats, dim=1)
-    protos = normalize_features(prototypes.to(feats.dtype), dim=1)
+    return prototype_cosine_normed(normalize_features(feats, dim=1), prototypes)
+
+
+def prototype_cosine_normed(normed: Tensor, prototypes: Tensor) -> Tensor:
+    """:func:`prototype_cosine` of already normalised features (B, D, N)."""
+    protos = normalize_features(prototypes.to(normed.dtype), dim=1)
     return torch.einsum('kd,bdn->bkn', protos, normed)
 
 

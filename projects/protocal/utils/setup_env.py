@@ -92,8 +92,9 @@ def _layout_of(cfg: Any, dataset_cfg: Any, root: str) -> str:
     if not isinstance(dataset_cfg, dict):
         return ''
     try:
-        from mmengine.registry import init_default_scope
-        from mmdet.registry import DATASETS
+        from mmengine.registry import DATASETS, init_default_scope
+
+        # the root registry resolves the config's scope (mmdet point datasets, mmseg datasets)
         init_default_scope(cfg.get('default_scope', 'mmdet'))
         DATASETS.build(dict(dataset_cfg, pipeline=[]))
     except FileNotFoundError as err:

@@ -10,8 +10,11 @@ seen together):
 * yellow ring: a GT point no prediction matched (false negative);
 * without predictions to compare (GT only): GT points as rings in their class colour.
 
-A legend box in the top-left corner repeats this with the counts. Everything is drawn with
-OpenCV on a numpy array, so it works headless and fast for thousands of points.
+A legend box in the top-left corner repeats this with the counts and states the match radius in
+pixels of the original image (set it to the metric's radius: ``match_radius`` of the visualizer).
+Small tiles can be drawn ``upscale`` times larger (nearest neighbour, so pixels stay sharp), with
+markers and legend sized for the larger image. Everything is drawn with OpenCV on a numpy array,
+so it works headless and fast for thousands of points.
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -122,10 +125,11 @@ def _blend_heatmap(img: np.ndarray, heatmap: Any, alpha: float) -> np.ndarray:
     return out.round().clip(0, 255).astype(np.uint8)
 
 
-def _draw_legend(img: np.ndarray, entries: List[Tuple[str, str, Tuple[int, int, int]]]) -> None:
+def _draw_legend(img: np.ndarray, entries: List[Tuple[str, str, Tuple[int, int, int]]],
+                 size: float = 1.0) -> None:
     """Legend box in the top-left corner; ``entries`` are (symbol, text, colour)."""
-    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1
-    line_h, pad, icon = 15, 5, 12
+    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.4 * size, max(1, int(round(size)))
+    line_h, pad, icon = int(round(15 * size)), int(round(5 * size)), int(round(12 * size))
     text_w = max(cv2.getTextSize(text, font, scale, thick)[0][0] for _, text, _ in entries)
     box_w = min(img.shape[1], pad * 3 + icon + text_w)
     box_h = min(img.shape[0], pad * 2 + line_h * len(entries))
@@ -134,14 +138,15 @@ def _draw_legend(img: np.ndarray, entries: List[Tuple[str, str, Tuple[int, int, 
     for i, (symbol, text, colour) in enumerate(entries):
         cy = pad + line_h * i + line_h // 2
         cx = pad + icon // 2
+        width = max(2, int(round(2 * size)))
         if symbol == 'dot':
-            _dot(img, (cx, cy), 3, colour)
+            _dot(img, (cx, cy), 3 * size, colour)
         elif symbol == 'ring':
-            _ring(img, (cx, cy), 5, colour, 2)
+            _ring(img, (cx, cy), 5 * size, colour, width)
         else:
-            _cross(img, (cx, cy), 4, colour, 2)
-        cv2.putText(img, text, (pad * 2 + icon, cy + 4), font, scale, (255, 255, 255), thick,
-                    cv2.LINE_AA)
+            _cross(img, (cx, cy), 4 * size, colour, width)
+        cv2.putText(img, text, (pad * 2 + icon, cy + int(round(4 * size))), font, scale,
+                    (255, 255, 255), thick, cv2.LINE_AA)
 
 
 def draw_points_overlay(image_rgb: np.ndarray,
@@ -159,7 +164,8 @@ def draw_points_overlay(image_rgb: np.ndarray,
                         point_radius: float = 3.0,
                         ring_radius: float = 8.0,
                         line_width: int = 2,
-                        legend: bool = True) -> np.ndarray:
+                        legend: bool = True,
+                        upscale: int = 1) -> np.ndarray:
     """Draw predictions (and GT with TP/FP/FN colours) on an RGB image; see the module legend.
 
     Args:
@@ -173,12 +179,19 @@ def draw_points_overlay(image_rgb: np.ndarray,
             max foreground probability is blended in with weight ``heatmap_alpha * p``.
         score_thr: predictions with a lower score are not drawn (nor matched).
         match_method, strict: passed to :func:`~protocal.evaluation.functional.match_points`.
-        point_radius, ring_radius, line_width: marker sizes in pixels.
+        point_radius, ring_radius, line_width: marker sizes in pixels of the drawn image.
         legend: draw the legend box.
+        upscale: integer factor ``s``; the image is enlarged by nearest-neighbour repetition
+            before drawing (points map as ``x' = (x + 0.5) * s - 0.5``); markers, line widths and
+            the legend grow with ``s / 2`` so that they stay readable. Matching and the legend's
+            radius stay in original pixels.
 
     Returns:
-        A new ``(H, W, 3)`` uint8 RGB image.
+        A new ``(H * upscale, W * upscale, 3)`` uint8 RGB image.
     """
+    if int(upscale) != upscale or upscale < 1:
+        raise ValueError(f'upscale must be a positive integer, got {upscale!r}')
+    upscale = int(upscale)
     img = np.asarray(image_rgb)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
@@ -201,6 +214,14 @@ def draw_points_overlay(image_rgb: np.ndarray,
 
     if heatmap is not None:
         img = _blend_heatmap(img, heatmap, heatmap_alpha)
+    size = max(1.0, upscale / 2)
+    if upscale > 1:
+        img = np.ascontiguousarray(np.repeat(np.repeat(img, upscale, axis=0), upscale, axis=1))
+        point_radius, ring_radius = point_radius * size, ring_radius * size
+        line_width = max(int(line_width), int(round(line_width * size * 0.75)))
+
+    def up(xy):
+        return (np.asarray(xy, np.float64) + 0.5) * upscale - 0.5
 
     entries = []
     if pred is not None and gt is not None:
@@ -211,29 +232,29 @@ def draw_points_overlay(image_rgb: np.ndarray,
         tp[p_idx] = True
         fn = np.ones(len(gt['points']), bool)
         fn[g_idx] = False
-        for xy in gt['points'][fn]:
+        for xy in up(gt['points'][fn]):
             _ring(img, xy, ring_radius, FN_COLOR, line_width)
-        for xy, lab in zip(pred['points'], pred['labels']):
+        for xy, lab in zip(up(pred['points']), pred['labels']):
             _dot(img, xy, point_radius, colours[lab])
-        for xy in pred['points'][tp]:
+        for xy in up(pred['points'][tp]):
             _ring(img, xy, ring_radius, TP_COLOR, line_width)
-        for xy in pred['points'][~tp]:
+        for xy in up(pred['points'][~tp]):
             _cross(img, xy, ring_radius * 0.75, FP_COLOR, line_width)
-        entries += [('ring', f'TP {int(tp.sum())} (r={radius:g}px)', TP_COLOR),
+        entries += [('ring', f'TP {int(tp.sum())} (match r={radius:g} px)', TP_COLOR),
                     ('cross', f'FP {int((~tp).sum())}', FP_COLOR),
                     ('ring', f'FN {int(fn.sum())}', FN_COLOR)]
     elif pred is not None:
-        for xy, lab in zip(pred['points'], pred['labels']):
+        for xy, lab in zip(up(pred['points']), pred['labels']):
             _dot(img, xy, point_radius, colours[lab])
     elif gt is not None:
-        for xy, lab in zip(gt['points'], gt['labels']):
+        for xy, lab in zip(up(gt['points']), gt['labels']):
             _ring(img, xy, ring_radius, colours[lab], line_width)
     if legend and (pred is not None or gt is not None) and (names or entries):
         symbol = 'dot' if pred is not None else 'ring'
         kind = 'pred' if pred is not None else 'GT'
         entries = [(symbol, f'{kind} {name}', colour)
                    for name, colour in zip(names, colours)] + entries
-        _draw_legend(img, entries)
+        _draw_legend(img, entries, size=size)
     return img
 
 
@@ -243,6 +264,18 @@ def _field(sample: Any, key: str) -> Any:
     if isinstance(sample, dict):
         return sample.get(key)
     return sample.get(key) if hasattr(sample, 'get') else getattr(sample, key, None)
+
+
+def _unique_out_file(out_file: str, data_sample: Any) -> str:
+    """``<dir>/<img_id>.png`` when the sample's ``img_id`` is not the file's stem, else as is."""
+    import os.path as osp
+    img_id = _field(data_sample, 'img_id') if data_sample is not None else None
+    if img_id is None and data_sample is not None and hasattr(data_sample, 'metainfo'):
+        img_id = data_sample.metainfo.get('img_id')
+    stem, ext = osp.splitext(osp.basename(out_file))
+    if img_id is None or str(img_id) == stem:
+        return out_file
+    return osp.join(osp.dirname(out_file), f'{img_id}{ext or ".png"}')
 
 
 @VISUALIZERS.register_module()
@@ -264,8 +297,14 @@ class PointDetLocalVisualizer(Visualizer):
         heatmap_alpha: maximum opacity of the heatmap.
         palette: RGB colour per class; default ``dataset_meta['palette']`` then
             :data:`DEFAULT_PALETTE`.
-        point_radius, ring_radius, line_width: marker sizes in pixels.
+        point_radius, ring_radius, line_width: marker sizes in pixels of the drawn image.
         show_legend: draw the legend box.
+        upscale: draw the overlay this many times larger (nearest neighbour); see
+            :func:`draw_points_overlay`.
+
+    Written files (``out_file``) are named after the sample's ``img_id`` when it differs from
+    the image file's stem (tile-folder datasets, whose images are all ``image.png``), so that
+    overlays of different tiles do not overwrite each other.
     """
 
     def __init__(self,
@@ -282,10 +321,14 @@ class PointDetLocalVisualizer(Visualizer):
                  point_radius: float = 3.0,
                  ring_radius: float = 8.0,
                  line_width: int = 2,
-                 show_legend: bool = True) -> None:
+                 show_legend: bool = True,
+                 upscale: int = 1) -> None:
         super().__init__(name=name, image=image, vis_backends=vis_backends, save_dir=save_dir)
         if match_radius <= 0:
             raise ValueError(f'match_radius must be positive, got {match_radius}')
+        if int(upscale) != upscale or upscale < 1:
+            raise ValueError(f'upscale must be a positive integer, got {upscale!r}')
+        self.upscale = int(upscale)
         self.match_radius = float(match_radius)
         self.match_method = match_method
         self.strict = strict
@@ -328,7 +371,8 @@ class PointDetLocalVisualizer(Visualizer):
             image, pred=pred, gt=gt, classes=classes, palette=palette, radius=self.match_radius,
             heatmap=heatmap, heatmap_alpha=self.heatmap_alpha, score_thr=pred_score_thr,
             match_method=self.match_method, strict=self.strict, point_radius=self.point_radius,
-            ring_radius=self.ring_radius, line_width=self.line_width, legend=self.show_legend)
+            ring_radius=self.ring_radius, line_width=self.line_width, legend=self.show_legend,
+            upscale=self.upscale)
 
     def add_datasample(self,
                        name: str,
@@ -348,6 +392,6 @@ class PointDetLocalVisualizer(Visualizer):
         if show:
             self.show(drawn, win_name=name, wait_time=wait_time)
         if out_file is not None:
-            mmcv.imwrite(drawn[..., ::-1], out_file)
+            mmcv.imwrite(drawn[..., ::-1], _unique_out_file(out_file, data_sample))
         else:
             self.add_image(name, drawn, step)

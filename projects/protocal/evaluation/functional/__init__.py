@@ -8,3 +8,11 @@ __all__ = [
     'match_counts', 'match_points', 'match_points_by_class', 'points_to_original',
     'resolve_strict'
 ]
+
+from .count_metrics import count_metrics, quadratic_weighted_kappa  # noqa: E402
+
+__all__ += ['count_metrics', 'quadratic_weighted_kappa']
+
+from .seg_distances import binary_seg_metrics, surface, surface_distances  # noqa: E402
+
+__all__ += ['binary_seg_metrics', 'surface', 'surface_distances']

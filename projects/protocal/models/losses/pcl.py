@@ -21,7 +21,7 @@ from mmdet.registry import MODELS
 from torch import Tensor, nn
 
 from protocal.prototypes import PrototypeBank, class_energies, flatten_nodes
-from .ce import zero_loss
+from .ce import FUSED_DEFAULT, fp32_region, fused_soft_ce, zero_loss
 from .sel import energy_weighted_ce
 
 __all__ = ['ExclusiveLoss', 'PrototypeCalibratedLoss']
@@ -43,17 +43,24 @@ class ExclusiveLoss(nn.Module):
         loss_weight: ``lambda_3`` (0.2 in PCL).
         reference_compat_negative_bg: keep the reference's ``H_0 = -1`` where discs of two
             classes overlap (parity only).
+        fused: compute it with :func:`~protocal.models.losses.ce.fused_soft_ce` on the disc
+            pixels only (same value and gradients); ``False`` keeps the full-resolution path.
     """
 
     def __init__(self, loss_weight: float = 0.2, reference_compat_negative_bg: bool = False,
-                 loss_name: str = 'loss_el'):
+                 loss_name: str = 'loss_el', fused: bool = FUSED_DEFAULT):
         super().__init__()
+        self.fused = fused
         self.loss_weight = loss_weight
         self.reference_compat_negative_bg = reference_compat_negative_bg
         self.loss_name = loss_name
 
     def forward(self, logits: Tensor, target: Tensor,
                 valid_mask: Optional[Tensor] = None) -> Tensor:
+        if self.fused:
+            return self.loss_weight * fused_soft_ce(
+                logits, target, valid_mask=valid_mask, with_ce=False, exclusive=True,
+                exclusive_negative_bg=self.reference_compat_negative_bg)[1]
         fg_hard = (target[:, 1:] > 0).to(logits.dtype)  # (B, K, H, W)
         bg_hard = 1 - fg_hard.sum(1, keepdim=True)
         if not self.reference_compat_negative_bg:
@@ -88,6 +95,13 @@ class PrototypeCalibratedLoss(nn.Module):
         energy_upsample: ``'bilinear'`` (reference) or ``'nearest'``.
         sfl: :class:`StretchedFeatureLoss` config (``None`` disables it).
         exclusive: :class:`ExclusiveLoss` config (``None`` disables it).
+        fused: compute the calibrated cross-entropy and the Exclusive Loss in one pass with
+            :func:`~protocal.models.losses.ce.fused_soft_ce` (same values and gradients, a
+            fraction of the time and memory; see ``configs/pcl/README.md``, "Loss cost").
+            ``False`` keeps the composed reference path.
+
+    Energies, prototypes and the SFL are computed in float32 with autocast off, so
+    mixed-precision training (``AmpOptimWrapper``) only lowers the precision of the network.
     """
 
     def __init__(self,
@@ -102,8 +116,10 @@ class PrototypeCalibratedLoss(nn.Module):
                  energy_upsample: str = 'bilinear',
                  sfl: Optional[dict] = dict(
                      type='StretchedFeatureLoss', tau=3.0, weight_mode='pcl', loss_weight=0.05),
-                 exclusive: Optional[dict] = dict(type='ExclusiveLoss', loss_weight=0.2)):
+                 exclusive: Optional[dict] = dict(type='ExclusiveLoss', loss_weight=0.2),
+                 fused: bool = FUSED_DEFAULT):
         super().__init__()
+        self.fused = fused
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f'alpha must be in [0, 1], got {alpha}')
         self.num_classes = num_classes
@@ -131,19 +147,33 @@ class PrototypeCalibratedLoss(nn.Module):
         if embed.shape[1] != self.bank.dims:
             raise ValueError(f'embedding has {embed.shape[1]} channels, prototypes have '
                              f'{self.bank.dims}')
-        feats = flatten_nodes(embed).float()
-        prototypes = self.bank.prototypes.clone()  # the loss uses the pre-update prototypes
-        energy = class_energies(feats, node_masks, prototypes, self.alpha,
-                                self.prototype_similarity)
-        losses = {
-            'loss_ce': self.ce_weight * energy_weighted_ce(
-                logits, target, energy, embed.shape[-2:], valid_mask, self.energy_upsample,
-                self.detach_energy)
-        }
+        with fp32_region(embed.device):
+            feats = flatten_nodes(embed).float()
+            prototypes = self.bank.prototypes.clone().float()  # the pre-update prototypes
+            energy = class_energies(feats, node_masks, prototypes, self.alpha,
+                                    self.prototype_similarity)
+        # the Exclusive Loss reads the same log-softmax: one pass for both when fused
+        fuse_el = self.fused and type(self.exclusive) is ExclusiveLoss
+        if self.fused:
+            grid = (energy.detach() if self.detach_energy else energy).reshape(
+                *energy.shape[:2], *embed.shape[-2:])
+            ce, el = fused_soft_ce(
+                logits, target, grid, valid_mask, self.energy_upsample, exclusive=fuse_el,
+                exclusive_negative_bg=fuse_el and self.exclusive.reference_compat_negative_bg)
+            losses = {'loss_ce': self.ce_weight * ce}
+        else:
+            losses = {
+                'loss_ce': self.ce_weight * energy_weighted_ce(
+                    logits, target, energy, embed.shape[-2:], valid_mask, self.energy_upsample,
+                    self.detach_energy, fused=False)
+            }
         if self.sfl is not None:
             losses[self.sfl.loss_name] = self.sfl(embed, node_masks)
         if self.exclusive is not None:
-            losses[self.exclusive.loss_name] = self.exclusive(logits, target, valid_mask)
+            losses[self.exclusive.loss_name] = (
+                self.exclusive.loss_weight * el if fuse_el else
+                self.exclusive(logits, target, valid_mask))
         if self.training:
-            self.bank.update(feats, node_masks)
+            with fp32_region(embed.device):
+                self.bank.update(feats, node_masks)
         return losses

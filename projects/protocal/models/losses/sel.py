@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from protocal.prototypes import (agnostic_energy, energy_to_pixels, flatten_nodes,
                                  labelled_to_unlabelled_distances)
-from .ce import reduce_over_pixels, soft_cross_entropy_map, zero_loss
+from .ce import (FUSED_DEFAULT, fp32_region, fused_soft_ce, reduce_over_pixels,
+                 soft_cross_entropy_map, zero_loss)
 
 __all__ = ['StretchedFeatureLoss', 'SemanticEnergyLoss', 'energy_weighted_ce']
 
@@ -29,12 +30,21 @@ SFL_WEIGHT_MODES = ('sel', 'pcl')
 
 def energy_weighted_ce(logits: Tensor, target: Tensor, node_energy: Tensor,
                        grid_hw, valid_mask: Optional[Tensor], upsample: str,
-                       detach: bool) -> Tensor:
+                       detach: bool, fused: bool = FUSED_DEFAULT) -> Tensor:
     """Soft cross-entropy whose every channel is multiplied by the pixel energy.
 
     Args:
         node_energy: (B, N) (one map for all channels) or (B, K+1, N) (one per channel).
+        fused: use :func:`~protocal.models.losses.ce.fused_soft_ce` (same value and gradients,
+            no full-resolution energy map or cross-entropy map); ``False`` upsamples the energies
+            with :func:`~protocal.prototypes.energy_to_pixels` and multiplies.
     """
+    if fused:
+        energy = node_energy.detach() if detach else node_energy
+        if energy.dim() == 2:
+            energy = energy.unsqueeze(1)
+        grid = energy.reshape(energy.shape[0], energy.shape[1], *grid_hw).float()
+        return fused_soft_ce(logits, target, grid, valid_mask, upsample)[0]
     pixel_energy = energy_to_pixels(node_energy, grid_hw, logits.shape[-2:], mode=upsample,
                                     detach=detach, channels=logits.shape[1])
     return reduce_over_pixels(soft_cross_entropy_map(logits, target) * pixel_energy, valid_mask)
@@ -93,7 +103,10 @@ class StretchedFeatureLoss(nn.Module):
         return per_class.sum(-1) / (0.05 * num_nodes)
 
     def forward(self, embed: Tensor, node_masks: Tensor) -> Tensor:
-        feats = flatten_nodes(embed).float()
+        with fp32_region(embed.device):  # distances in float32 even under autocast
+            return self._forward(flatten_nodes(embed).float(), node_masks, embed)
+
+    def _forward(self, feats: Tensor, node_masks: Tensor, embed: Tensor) -> Tensor:
         labelled = node_masks.any(1)
         dist, pair_mask = labelled_to_unlabelled_distances(feats, labelled)
         pairs = pair_mask.sum((1, 2))
@@ -117,6 +130,13 @@ class SemanticEnergyLoss(nn.Module):
             (default ``False``), so the cross-entropy also shapes the node features.
         energy_upsample: ``'bilinear'`` (reference) or ``'nearest'``.
         sfl: config of :class:`StretchedFeatureLoss` (``None`` disables it).
+        fused: compute the calibrated cross-entropy with
+            :func:`~protocal.models.losses.ce.fused_soft_ce` (same value and gradients, a fraction
+            of the time and memory; see ``configs/sel/README.md``, "Loss cost"). ``False`` keeps
+            the composed reference path.
+
+    Energies and the SFL are computed in float32 with autocast off, so mixed-precision training
+    (``AmpOptimWrapper``) only lowers the precision of the network, not of the calibration.
     """
 
     def __init__(self,
@@ -124,8 +144,10 @@ class SemanticEnergyLoss(nn.Module):
                  detach_energy: bool = False,
                  energy_upsample: str = 'bilinear',
                  sfl: Optional[dict] = dict(
-                     type='StretchedFeatureLoss', tau=10.0, weight_mode='sel', loss_weight=0.05)):
+                     type='StretchedFeatureLoss', tau=10.0, weight_mode='sel', loss_weight=0.05),
+                 fused: bool = FUSED_DEFAULT):
         super().__init__()
+        self.fused = fused
         self.ce_weight = ce_weight
         self.detach_energy = detach_energy
         self.energy_upsample = energy_upsample
@@ -140,12 +162,12 @@ class SemanticEnergyLoss(nn.Module):
         if embed is None or node_masks is None:
             raise ValueError('SemanticEnergyLoss needs the node embeddings and node masks; use a '
                              'head that produces embeddings (e.g. HeatmapPointHead)')
-        feats = flatten_nodes(embed)
-        energy = agnostic_energy(feats.float(), node_masks)
+        with fp32_region(embed.device):
+            energy = agnostic_energy(flatten_nodes(embed).float(), node_masks)
         losses = {
             'loss_ce': self.ce_weight * energy_weighted_ce(
                 logits, target, energy, embed.shape[-2:], valid_mask, self.energy_upsample,
-                self.detach_energy)
+                self.detach_energy, fused=self.fused)
         }
         if self.sfl is not None:
             losses[self.sfl.loss_name] = self.sfl(embed, node_masks)
