@@ -240,3 +240,14 @@ def test_extra_annotated_clicks(tmp_path):
     extra.write_text(json.dumps({'nope': [0]}))
     with pytest.raises(ValueError, match=r"tiles \['nope'\] are not in this split"):
         EndoNukePointDataset(extra_annotated=str(extra), **kw)
+
+
+def test_build_test_split_dataset_switches_split_and_sparsity():
+    from protocal.apis import build_test_split_dataset
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'pcl', 'pcl_r18-fpn_20e_endonuke-10pct.py'))
+    cfg.test_dataloader.dataset.data_root = osp.join(ROOT, 'data', 'real', 'endonuke')
+    splits = json.load(open(osp.join(ROOT, 'data', 'real', 'splits', 'endonuke_block.json')))
+    val = build_test_split_dataset(cfg, 'val', sparse_ratio=0.1, sparse_seed=0)
+    assert sorted(val.get_data_info(i)['img_id'] for i in range(len(val))) == sorted(splits['val'])
+    info = val.get_data_info(0)
+    assert 0 < info['gt_points_annotated'].sum() < len(info['gt_points_annotated'])

@@ -21,7 +21,6 @@ Example::
         work_dirs/10/sweep_endonuke/pcl_r0.1_s0/epoch_20.pth --out-dir work_dirs/10/diag_pcl --max-maps 4
 """
 import argparse
-import copy
 import json
 import os
 import os.path as osp
@@ -146,17 +145,11 @@ def main(argv=None) -> int:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from mmdet.registry import DATASETS
-    from mmengine.registry import init_default_scope
-
-    from protocal.apis import init_point_detector
+    from protocal.apis import build_test_split_dataset, init_point_detector
     model = init_point_detector(args.config, args.checkpoint, device='cpu')
     cfg = model.cfg
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    ds_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
-    ds_cfg.update(split=args.split, sparse_ratio=args.sparse_ratio, sparse_seed=args.sparse_seed,
-                  test_mode=True)
-    dataset = DATASETS.build(ds_cfg)
+    dataset = build_test_split_dataset(cfg, args.split, sparse_ratio=args.sparse_ratio,
+                                       sparse_seed=args.sparse_seed)
     groups, proto = collect(model, cfg, dataset, args.out_dir, args.max_maps)
     stats = {k: dict(n=len(v), mean=float(np.mean(v)) if v else None) for k, v in groups.items()}
     stats['auc_E0_unlabelled_positive_below_background'] = auc(

@@ -209,17 +209,11 @@ def main(argv=None) -> int:
     if args.compare:
         print(compare(args.compare))
         return 0
-    from mmdet.registry import DATASETS
-    from mmengine.registry import init_default_scope
-
-    from protocal.apis import init_point_detector
+    from protocal.apis import build_test_split_dataset, init_point_detector
     model = init_point_detector(args.config, args.checkpoint, device='cpu')
     cfg = model.cfg
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    ds_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
-    ds_cfg.update(split=args.split, sparse_ratio=args.sparse_ratio, sparse_seed=args.sparse_seed,
-                  test_mode=True)
-    dataset = DATASETS.build(ds_cfg)
+    dataset = build_test_split_dataset(cfg, args.split, sparse_ratio=args.sparse_ratio,
+                                       sparse_seed=args.sparse_seed)
     rows = top_suggestions(rank_candidates(model, cfg, dataset, args.cand_thr, args.radius),
                            args.top_n, args.per_tile)
     classes = list(dataset.metainfo['classes'])

@@ -11,7 +11,10 @@ from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
-__all__ = ['init_point_detector', 'inference_point_detector', 'list_images', 'IMAGE_SUFFIXES']
+__all__ = [
+    'init_point_detector', 'inference_point_detector', 'build_test_split_dataset', 'list_images',
+    'IMAGE_SUFFIXES'
+]
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
 #: pipeline steps that need annotations and are dropped at inference
@@ -58,6 +61,17 @@ def init_point_detector(config: Union[str, Path, Config],
     if palette:
         model.dataset_meta['palette'] = [tuple(c) for c in palette]
     return model.to(device).eval()
+
+
+def build_test_split_dataset(cfg: Config, split: str, **overrides):
+    """The config's test dataset on another ``split`` (a split-file dataset), without a pipeline
+    change: ``overrides`` (e.g. ``sparse_ratio``, ``sparse_seed``) are set on the dataset config.
+    Used by the analysis tools that walk a split with a trained model."""
+    from mmdet.registry import DATASETS
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    ds_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
+    ds_cfg.update(split=split, test_mode=True, **overrides)
+    return DATASETS.build(ds_cfg)
 
 
 def _metainfo_from_config(config: Config, field: str):
