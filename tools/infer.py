@@ -65,6 +65,17 @@ class _DictAction(argparse.Action):
         DictAction(self.option_strings, self.dest)(parser, namespace, values, option_string)
 
 
+def codec_overrides(args) -> dict:
+    """Decoding overrides from ``--score-thr`` / ``--min-distance`` (shared with infer_slide.py)."""
+    options = {}
+    if args.score_thr is not None:
+        thr = args.score_thr[0] if len(args.score_thr) == 1 else list(args.score_thr)
+        options['model.head.codec.score_thr'] = thr
+    if args.min_distance is not None:
+        options['model.head.codec.min_distance'] = args.min_distance
+    return options
+
+
 def build_overrides(args) -> dict:
     """Config overrides implied by the command-line flags."""
     options = dict(args.cfg_options or {})
@@ -74,11 +85,7 @@ def build_overrides(args) -> dict:
         options['model.test_cfg.crop_size'] = args.crop_size
     if args.stride is not None:
         options['model.test_cfg.stride'] = args.stride
-    if args.score_thr is not None:
-        thr = args.score_thr[0] if len(args.score_thr) == 1 else list(args.score_thr)
-        options['model.head.codec.score_thr'] = thr
-    if args.min_distance is not None:
-        options['model.head.codec.min_distance'] = args.min_distance
+    options.update(codec_overrides(args))
     if args.heatmap:
         options['model.head.test_cfg.return_heatmap'] = True
     return options
@@ -90,8 +97,9 @@ def main(argv=None) -> int:
                                write_points_csv, write_qupath_geojson)
     from protocal.visualization import draw_points_overlay
 
-    if Path(args.inputs).suffix.lower() in ('.svs', '.ndpi', '.mrxs', '.scn', '.vms', '.vmu',
-                                             '.svslide', '.bif', '.czi', '.dcm'):
+    # plain TIFFs stay images here; every other slide format goes to infer_slide.py
+    from protocal.apis import SLIDE_SUFFIXES
+    if Path(args.inputs).suffix.lower() in set(SLIDE_SUFFIXES) - {'.tif', '.tiff'}:
         print(f'{args.inputs} is a whole-slide file: use tools/infer_slide.py (docs/slides.md)',
               file=sys.stderr)
         return 2

@@ -24,6 +24,10 @@ import os.path as osp
 import sys
 import time
 
+# the image tool's lazy --cfg-options parser and decoding overrides, shared with this one
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from infer import _DictAction, codec_overrides  # noqa: E402
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
@@ -76,24 +80,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-class _DictAction(argparse.Action):
-    """``key=value`` pairs parsed like mmengine's DictAction (imported lazily for a fast --help)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        from mmengine.config import DictAction
-        DictAction(self.option_strings, self.dest)(parser, namespace, values, option_string)
-
-
-def _overrides(args) -> dict:
-    options = dict(args.cfg_options or {})
-    if args.score_thr is not None:
-        thr = args.score_thr[0] if len(args.score_thr) == 1 else list(args.score_thr)
-        options['model.head.codec.score_thr'] = thr
-    if args.min_distance is not None:
-        options['model.head.codec.min_distance'] = args.min_distance
-    return options
-
-
 def _model_id(args, options) -> str:
     """Identifies config + checkpoint + overrides for --resume (cheaper than hashing weights)."""
     parts = []
@@ -129,7 +115,7 @@ def main(argv=None) -> int:
     except OutputFolderError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    options = _overrides(args)
+    options = dict(args.cfg_options or {}, **codec_overrides(args))
     model = init_point_detector(args.config, args.checkpoint, device=device, cfg_options=options)
     test_cfg = model.test_cfg or {}
     target_mpp = args.target_mpp if args.target_mpp is not None else test_cfg.get('mpp')
