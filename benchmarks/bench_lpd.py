@@ -4,17 +4,23 @@ Part 1 (training step, same synthetic batch, each variant in its own subprocess 
 memory can be measured): median step time and the peak resident memory added by training, and
 their ratios to ``cam`` (MiT-B1 + 1x1-conv CAM classifier per stage, L_cls only):
 
-* ``lpd``        -- the paper model (K = 10, L_cls + L_sim + L_div after warm-up), the frozen
-                    encoder's forward/backward (w.r.t. its input) included, every selected pair;
-* ``lpd-cap8``   -- the same with L_sim on at most 8 (image, prototype) pairs per batch;
+* ``lpd``        -- the paper-faithful model (``lpd_mit-b1_8e_bcss-wsss-k10.py``: K = 10,
+                    L_cls + L_sim + L_div after warm-up, L_sim on every selected pair, frozen
+                    Swin-T at 224 px), the frozen encoder's forward/backward (w.r.t. its input)
+                    included;
+* ``lpd-budget`` -- the practical default (``lpd-budget_mit-b1_8e_bcss-wsss-k10.py``: the same
+                    model and losses, L_sim on an unbiased per-image sample of the selected pairs
+                    and a cheaper frozen encoder; see the config);
+* ``lpd-cap8``   -- the paper model with L_sim on at most 8 (image, prototype) pairs per batch;
 * ``lpd-warmup`` -- LPD during the loss warm-up (L_cls only): the prototype head's own cost.
 
-Part 2 (pseudo-mask generation, ``lpd`` weights random): images/s for single view, 6-view TTA,
-dense CRF, TTA + CRF.
+Part 2 (pseudo-mask generation, ``lpd`` weights random, one image at a time, every mode warmed up
+once before it is timed): images/s for single view, 6-view TTA, dense CRF, TTA + CRF.
 
 Targets (issue 12): LPD step <= 2x time and <= 1.5x peak memory of the CAM step.
 
-    python benchmarks/bench_lpd.py --size 224 --batch 4 --steps 3
+    python benchmarks/bench_lpd.py --size 224 --batch 2 --steps 3
+    python benchmarks/bench_lpd.py --size 224 --images 8 --skip-train
 """
 import argparse
 import json
@@ -25,6 +31,8 @@ import sys
 import time
 
 CONFIG = 'configs/lpd/lpd_mit-b1_8e_bcss-wsss-k10.py'
+BUDGET_CONFIG = 'configs/lpd/lpd-budget_mit-b1_8e_bcss-wsss-k10.py'
+VARIANTS = ('cam', 'lpd', 'lpd-budget', 'lpd-cap8', 'lpd-warmup')
 
 
 def rss_mb() -> float:
@@ -61,6 +69,7 @@ def build_model(variant: str, cfg):
         model.warmup_iters = 10**9 if variant == 'lpd-warmup' else 0
         if variant == 'lpd-cap8':
             model.max_sim_pairs = 8
+            model.sim_pairs_per_image = None
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         return MODELS.build(model)
@@ -76,17 +85,36 @@ def run_step(args) -> dict:
     init_default_scope('mmseg')
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    model = build_model(args.variant, Config.fromfile(CONFIG)).train()
-    optim = build_optim_wrapper(model, dict(optimizer=dict(type='AdamW', lr=5e-5)))
-    data = batch(args.size, args.batch)
-    base = rss_mb()
-    times, pairs = [], None
-    for _ in range(args.warmup + args.steps):
+    def build(variant):
+        torch.manual_seed(0)
+        config = BUDGET_CONFIG if variant == 'lpd-budget' else CONFIG
+        model = build_model(variant, Config.fromfile(config)).train()
+        return model, build_optim_wrapper(model, dict(optimizer=dict(type='AdamW', lr=5e-5)))
+
+    def step(model, optim):
         start = time.perf_counter()
         model.train_step(data, optim)
-        times.append(time.perf_counter() - start)
+        return time.perf_counter() - start
+
+    data = batch(args.size, args.batch)
+    if args._worker == 'pair':
+        # time only: the CAM step and the variant's step alternate, so that slow drifts of a
+        # shared machine hit both; ratio = median over rounds of (variant / cam)
+        cam, lpd = build('cam'), build(args.variant)
+        rounds = [(step(*cam), step(*lpd)) for _ in range(args.warmup + args.steps)]
+        rounds = rounds[args.warmup:]
+        return dict(cam=statistics.median(r[0] for r in rounds),
+                    time=statistics.median(r[1] for r in rounds),
+                    ratio=statistics.median(r[1] / r[0] for r in rounds))
+    model, optim = build(args.variant)
+    base = rss_mb()
+    times, pairs = [], []
+    for _ in range(args.warmup + args.steps):
+        times.append(step(model, optim))
+        pairs.append(list(getattr(model, 'last_sim_pairs', (0, 0))))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return dict(time=statistics.median(times[args.warmup:]), mem=peak - base, pairs=pairs)
+    return dict(time=statistics.median(times[args.warmup:]), mem=peak - base,
+                pairs=pairs[args.warmup:], times=times)
 
 
 def run_pseudo(args) -> dict:
@@ -106,9 +134,9 @@ def run_pseudo(args) -> dict:
     if crf_available():
         modes += [('crf', False, True), ('tta+crf', True, True)]
     with torch.no_grad():
-        model.predict(data['inputs'][:1], data['data_samples'][:1])  # untimed warm-up
         for name, tta, crf in modes:
             model.test_cfg.update(tta=tta, crf=crf)
+            model.predict(data['inputs'][:1], data['data_samples'][:1])  # untimed warm-up
             start = time.perf_counter()
             for i in range(args.images):
                 model.predict(data['inputs'][i:i + 1], data['data_samples'][i:i + 1])
@@ -124,14 +152,17 @@ def main() -> None:
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--images', type=int, default=4, help='images for pseudo-mask speed')
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--variants', nargs='+', default=['cam', 'lpd', 'lpd-cap8', 'lpd-warmup'])
+    parser.add_argument('--variants', nargs='+', choices=VARIANTS,
+                        default=['cam', 'lpd', 'lpd-budget', 'lpd-warmup'])
     parser.add_argument('--skip-pseudo', action='store_true')
     parser.add_argument('--skip-train', action='store_true')
-    parser.add_argument('--_worker', choices=['step', 'pseudo'], help=argparse.SUPPRESS)
+    parser.add_argument('--no-interleave', action='store_true',
+                        help='time ratios from the separate per-variant runs only')
+    parser.add_argument('--_worker', choices=['step', 'pair', 'pseudo'], help=argparse.SUPPRESS)
     parser.add_argument('--variant', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._worker:
-        result = run_step(args) if args._worker == 'step' else run_pseudo(args)
+        result = run_pseudo(args) if args._worker == 'pseudo' else run_step(args)
         print('RESULT ' + json.dumps(result))
         return
 
@@ -147,15 +178,27 @@ def main() -> None:
 
     results = {} if args.skip_train else {
         v: sub(['--_worker', 'step', '--variant', v]) for v in args.variants}
+    ref = results.get('cam')
+    paired = {}
+    if ref and not args.no_interleave:
+        paired = {v: sub(['--_worker', 'pair', '--variant', v]) for v in results if v != 'cam'}
     if results:
         print(f'# training step, batch {args.batch} x {args.size} px, {args.threads} threads, '
-              f'median of {args.steps} steps')
-        print(f'{"variant":12s} {"s/step":>8s} {"+MB":>8s} {"time x":>7s} {"mem x":>7s}')
-    ref = results.get('cam')
+              f'median of {args.steps} steps after {args.warmup}; memory = peak RSS added by '
+              f'training, one process per variant')
+        print(f'{"variant":12s} {"s/step":>8s} {"+MB":>8s} {"time x":>7s} {"mem x":>7s} '
+              f'{"paired":>22s}  L_sim pairs encoded/selected per step')
     for v, r in results.items():
         tx = r['time'] / ref['time'] if ref else float('nan')
         mx = r['mem'] / ref['mem'] if ref and ref['mem'] > 0 else float('nan')
-        print(f'{v:12s} {r["time"]:8.3f} {r["mem"]:8.1f} {tx:7.2f} {mx:7.2f}')
+        pairs = ' '.join(f'{used}/{sel}' for sel, used in r['pairs']) if v != 'cam' else '-'
+        p = paired.get(v)
+        pair_txt = (f'{p["time"]:6.3f}/{p["cam"]:6.3f}={p["ratio"]:5.2f}x' if p else '-')
+        print(f'{v:12s} {r["time"]:8.3f} {r["mem"]:8.1f} {tx:7.2f} {mx:7.2f} {pair_txt:>22s}  '
+              f'{pairs}')
+    if paired:
+        print('# paired: variant s/step / CAM s/step = median ratio, steps of the two models '
+              'alternating in one process (robust to a drifting shared machine)')
     if not args.skip_pseudo:
         speed = sub(['--_worker', 'pseudo'])
         print(f'# pseudo-mask generation, {args.images} images of {args.size} px, images/s')

@@ -1,8 +1,10 @@
 """ProCNS costs, side by side in one run.
 
 (a) One ProCNS training step (stage 1: pCE + PRSA; stage 2: + soft labels + pseudo-label CE, with
-    the store lookup; ``featureA``: class affinity computed on the stride-2 feature grid,
-    ``ProCNSLoss(affinity_resolution='feature')``) versus one pCE-only step of the **same** segmentor (PyMIC U-Net of
+    the store lookup; ``explicit``: stage 1 through the explicit reference path -- the
+    (B, k2, H, W) kernel tensor with autograd through the window, and the up-sampled (B, D, H, W)
+    embedding -- i.e. the implementation before the fast path, same values) versus one pCE-only
+    step of the **same** segmentor (PyMIC U-Net of
     ``configs/_base_/models/procns_unet.py``, SGD step, in-model augmentation on), batch ``--batch``
     of ``--size``^2 crops. Time: median over ``--steps`` steps. Peak memory: each variant runs in
     its own subprocess and reports the growth of ``ru_maxrss`` (process peak RSS) from just
@@ -11,7 +13,7 @@
     scipy EDT) versus the U-Net inference time of those masks (batch 4, eval mode). Target:
     metric time below inference time.
 
-    python benchmarks/bench_procns.py [--size 256] [--batch 4] [--steps 5] [--masks 100]
+    python benchmarks/bench_procns.py [--size 256] [--batch 4] [--steps 5] [--masks 100] [--rounds 2]
 """
 import argparse
 import json
@@ -59,6 +61,29 @@ def make_batch(size: int, batch: int):
     return inputs, samples
 
 
+def use_explicit_reference_path() -> None:
+    """Route ProCNSLoss through the explicit kernel / embedding functions (benchmark only)."""
+    import torch.nn.functional as F
+
+    import protocal.models.losses.procns as procns
+    from protocal.prototypes import (local_affinity_kernel, potts_affinity_loss,
+                                     prototype_class_affinity)
+
+    def potts(probs, image, dest, radius, sigma_xy, sigma_rgb, weight, dilation, valid,
+              reference_compat_kernel_sum=False):
+        kernel = local_affinity_kernel(image, radius, sigma_xy, sigma_rgb, weight, dilation, valid)
+        return potts_affinity_loss(probs, kernel, dest, radius, dilation,
+                                   reference_compat_kernel_sum)
+
+    def affinity(feats, prototypes, size):
+        embed = torch.cat([F.interpolate(f, size=size, mode='bilinear', align_corners=False)
+                           for f in feats], dim=1)
+        return prototype_class_affinity(embed, prototypes)
+
+    procns.local_potts_loss = potts
+    procns.upsampled_prototype_class_affinity = affinity
+
+
 def run_variant(variant: str, size: int, batch: int, steps: int) -> dict:
     """One process per variant: returns median step time and peak-memory growth."""
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', '2')))
@@ -66,9 +91,9 @@ def run_variant(variant: str, size: int, batch: int, steps: int) -> dict:
         model = build_model([dict(type='PartialCELoss')])
         stage = 1
     else:
-        resolution = 'feature' if variant.endswith('featureA') else 'logits'
-        model = build_model([dict(type='ProCNSLoss', num_classes=2,
-                                  affinity_resolution=resolution)])
+        if variant.endswith('explicit'):
+            use_explicit_reference_path()
+        model = build_model([dict(type='ProCNSLoss', num_classes=2)])
         stage = 2 if 'stage2' in variant else 1
     inputs, samples = make_batch(size, batch)
     if stage == 2:
@@ -134,20 +159,28 @@ def main() -> None:
     parser.add_argument('--batch', type=int, default=4)
     parser.add_argument('--steps', type=int, default=5)
     parser.add_argument('--masks', type=int, default=100)
+    parser.add_argument('--rounds', type=int, default=2,
+                        help='interleaved rounds; time = best round median, memory = median')
     parser.add_argument('--variant', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(run_variant(args.variant, args.size, args.batch, args.steps)))
         return
-    results = {}
-    for variant in ('pce', 'procns_stage1', 'procns_stage2', 'procns_stage2_featureA'):
-        out = subprocess.run([sys.executable, __file__, '--variant', variant, '--size',
-                              str(args.size), '--batch', str(args.batch), '--steps',
-                              str(args.steps)], capture_output=True, text=True, check=True)
-        results[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    variants = ('pce', 'procns_stage1', 'procns_stage2', 'procns_stage1_explicit')
+    runs = {v: [] for v in variants}
+    for rnd in range(args.rounds):  # interleaved (ABCD DCBA ...): slow phases of a shared host
+        for variant in (variants if rnd % 2 == 0 else variants[::-1]):  # hit every variant
+            out = subprocess.run([sys.executable, __file__, '--variant', variant, '--size',
+                                  str(args.size), '--batch', str(args.batch), '--steps',
+                                  str(args.steps)], capture_output=True, text=True, check=True)
+            runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    results = {v: dict(time=min(r['time'] for r in rs),
+                       peak_growth_mb=statistics.median(r['peak_growth_mb'] for r in rs))
+               for v, rs in runs.items()}
     base = results['pce']
     print(f'(a) training step, U-Net, batch {args.batch} x {args.size}^2, '
-          f'{torch.get_num_threads()} threads, median of {args.steps} steps')
+          f'{torch.get_num_threads()} threads, median of {args.steps} steps, best of '
+          f'{args.rounds} interleaved rounds')
     print(f"{'variant':<24}{'time [s]':>10}{'x pCE':>8}{'peak +MB':>10}{'x pCE':>8}")
     for name, res in results.items():
         print(f"{name:<24}{res['time']:>10.3f}{res['time'] / base['time']:>8.2f}"

@@ -13,7 +13,7 @@ from protocal.models.losses.wsl_baselines import (EMAPseudoLabelLoss, EntropyMin
                                                   GatedCRFLoss, PartialCELoss,
                                                   TotalVariationLoss)
 from protocal.prototypes import (downsample_label_masks, label_map_prototypes,
-                                 local_affinity_kernel, potts_affinity_loss,
+                                 local_affinity_kernel, local_potts_loss, potts_affinity_loss,
                                  prototype_class_affinity)
 
 
@@ -105,6 +105,51 @@ def test_local_kernel_and_potts_loss_hand_values():
     assert torch.allclose(p1.grad, p2.grad)
     # empty destination set -> 0, not a division by zero
     assert potts_affinity_loss(probs, kernel, torch.zeros_like(dest), 1).item() == 0
+
+
+def test_fast_potts_loss_hand_values():
+    # the toy of the explicit-kernel test, through the path the losses use (no kernel tensor)
+    image, probs, dest = _toy_kernel_inputs()
+    e5, e1 = math.exp(-0.5), math.exp(-1.0)
+    kw = dict(radius=1, sigma_xy=1.0, sigma_rgb=1.0)
+    loss = local_potts_loss(probs, image, dest, **kw)
+    assert loss.item() == pytest.approx((0.5 * e5 + e1) / 4, rel=1e-6)
+    ref = local_potts_loss(probs, image, dest, reference_compat_kernel_sum=True, **kw)
+    assert ref.item() == pytest.approx((1.5 * e5 + e1) / 4, rel=1e-6)
+    assert local_potts_loss(probs, image, torch.zeros_like(dest), **kw).item() == 0
+
+
+@pytest.mark.parametrize('batch,classes,height,width,radius,dilation,channels,weight,compat', [
+    (2, 3, 9, 11, 2, 1, 3, 1.0, False),
+    (2, 2, 13, 10, 1, 2, 1, 0.5, True),
+    (3, 4, 20, 17, 3, 2, 3, 1.0, False),
+    (1, 2, 7, 7, 5, 1, 3, 1.0, True),  # window larger than the image
+])
+def test_fast_potts_loss_matches_explicit_kernel(batch, classes, height, width, radius, dilation,
+                                                 channels, weight, compat):
+    torch.manual_seed(radius * 10 + classes)
+    image = torch.rand(batch, channels, height, width)
+    valid = torch.rand(batch, height, width) > 0.2
+    dest = torch.rand(batch, height, width) > 0.3
+    logits = torch.randn(batch, classes, height, width, requires_grad=True)
+    kw = dict(radius=radius, sigma_xy=2.0, sigma_rgb=0.3, weight=weight, dilation=dilation)
+    kernel = local_affinity_kernel(image, valid=valid, **kw)
+    explicit = potts_affinity_loss(logits.softmax(1), kernel, dest, radius, dilation, compat)
+    fast = local_potts_loss(logits.softmax(1), image, dest, valid=valid,
+                            reference_compat_kernel_sum=compat, **kw)
+    assert fast.item() == pytest.approx(explicit.item(), rel=1e-5)
+    g_explicit, = torch.autograd.grad(explicit, logits)
+    g_fast, = torch.autograd.grad(fast, logits)
+    assert torch.allclose(g_fast, g_explicit, rtol=1e-4, atol=1e-9)
+    # gradient w.r.t. the probabilities themselves (not only through a softmax): that of the
+    # full-window energy sum_{i in U} sum_j K_ij (1 - <P_i, P_j>) / (C |U|)
+    from protocal.prototypes import unfold_windows
+    probs = logits.detach().softmax(1).requires_grad_(True)
+    window = (unfold_windows(probs, radius, dilation) * kernel.unsqueeze(1)).sum(2)
+    full = ((kernel.sum(1) - (window * probs).sum(1)) * dest).sum() / (classes * dest.sum())
+    g1, = torch.autograd.grad(full, probs)
+    g2, = torch.autograd.grad(local_potts_loss(probs, image, dest, valid=valid, **kw), probs)
+    assert torch.allclose(g2, g1, rtol=1e-4, atol=1e-9)
 
 
 def test_kernel_respects_validity_mask():
@@ -262,6 +307,24 @@ def test_agreement_shortcut_matches_full_window_sum_and_gradient():
     g_fast, = torch.autograd.grad(local_prediction_agreement(logits.softmax(1), kernel, 2).sum(),
                                   logits)
     assert torch.allclose(g_full, g_fast, atol=1e-5)
+
+
+@pytest.mark.parametrize('shapes,size', [
+    ([(3, 5, 4, 6), (3, 2, 9, 11)], (17, 23)),  # two levels, odd scale factors
+    ([(2, 8, 1, 1), (2, 4, 3, 1)], (6, 5)),  # degenerate 1-pixel axes
+    ([(2, 8, 7, 7)], (7, 7)),  # no up-sampling
+])
+def test_upsampled_affinity_matches_explicit_embedding(shapes, size):
+    from protocal.prototypes import upsampled_prototype_class_affinity
+    torch.manual_seed(len(shapes) + size[0])
+    feats = [torch.randn(*shape) for shape in shapes]
+    protos = torch.randn(shapes[0][0], 3, sum(shape[1] for shape in shapes))
+    protos[:, 1] = 0  # an absent class: zero prototype, cosine 0
+    embed = torch.cat([torch.nn.functional.interpolate(f, size=size, mode='bilinear',
+                                                       align_corners=False) for f in feats], 1)
+    explicit = prototype_class_affinity(embed, protos)
+    fast = upsampled_prototype_class_affinity(feats, protos, size)
+    assert torch.allclose(fast, explicit, atol=1e-5)
 
 
 def test_affinity_at_feature_resolution_is_close_to_logit_resolution():

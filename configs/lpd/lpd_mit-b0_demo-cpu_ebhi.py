@@ -1,9 +1,11 @@
 # CPU demo / experiment config: LPD on EBHI-Seg (bundled 36-image subset by default), trained with
 # the image-level class (the folder) only; evaluated against the expert masks.
 # Scale for CPU (2 shared cores): MiT-B0 (the B1 paper configs cost ~8 s per batch of 8 at 224 px
-# here), 112 px input, K = 3, 300 iterations (warm-up 50), L_sim on at most 8 (image, prototype)
-# pairs per batch with a small frozen encoder (random ResNet-18 at 64 px, projected to 256-d), no
-# TTA/CRF in validation (tools/lpd/make_pseudo_masks.py --tta --crf runs the full pipeline).
+# here), 112 px input, K = 3, 300 iterations (warm-up 50), L_sim on one selected (image, prototype)
+# pair per image (sim_pairs_per_image=1: uniform sample, weighted so that L_sim stays an unbiased
+# estimate of the mean over all selected pairs; the default of the practical configs) with a small
+# frozen encoder (random ResNet-18 at 64 px, projected to 256-d), no TTA/CRF in validation
+# (tools/lpd/make_pseudo_masks.py --tta --crf runs the full pipeline).
 # Full 96-image copy: --cfg-options train_dataloader.dataset.data_root=/path/to/ebhi_seg
 #   train_dataloader.dataset.split_file=data/real/splits/ebhi_seg96_train.txt (same for val/test).
 _base_ = [
@@ -41,7 +43,7 @@ model = dict(
         checkpoint=None,
         input_size=(64, 64)),
     warmup_iters=50,
-    max_sim_pairs=8,
+    sim_pairs_per_image=1,
     test_cfg=dict(tta=False, crf=None))
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),

@@ -474,7 +474,7 @@ def parse_args(argv=None):
     parser.add_argument('--ratios', nargs='+', type=float, help='restrict to these ratios')
     parser.add_argument('--seeds', nargs='+', type=int, help='restrict to these seeds')
     parser.add_argument('--epochs', type=int, default=None,
-                        help='training epochs (default: the configs\' 30)')
+                        help='training epochs (default: the configs\' 20)')
     parser.add_argument('--split-file', help='split JSON (default: the dataset\'s)')
     parser.add_argument('--thrs', nargs='+', type=float, default=list(DEFAULT_THRS))
     parser.add_argument('--work-dir', default=None,

@@ -112,14 +112,25 @@ class PrototypeInfoNCELoss(nn.Module):
         self._loss_name = loss_name
 
     def forward(self, fg_embeddings: Tensor, bg_embeddings: Tensor, prototypes: Tensor,
-                positive: Tensor, activation: Optional[Tensor] = None) -> Tensor:
+                positive: Tensor, activation: Optional[Tensor] = None,
+                weights: Optional[Tensor] = None) -> Tensor:
         """Embeddings (N, D) of the foreground / background-masked images of the N selected
         (image, prototype) pairs; ``positive`` (N,) their prototype index; ``activation`` the raw
-        stage-4 CAM (any shape) whose mean is regularised. N = 0 gives 0 (with a graph)."""
+        stage-4 CAM (any shape) whose mean is regularised. N = 0 gives 0 (with a graph).
+
+        ``weights`` (N,): per-pair weights replacing the mean over pairs (``sum_i w_i L_i``), for a
+        subsample of the selected pairs whose weights make it an unbiased estimate of the mean
+        over all of them (``LPDSegmentor.sim_pairs_per_image``). None = plain mean."""
         if positive.numel() == 0:
             return prototypes.sum() * 0.0
-        fg = info_nce_fg(fg_embeddings, prototypes, positive, self.temperature).mean()
-        bg = info_nce_bg(bg_embeddings, prototypes, positive, self.temperature).mean()
+        fg = info_nce_fg(fg_embeddings, prototypes, positive, self.temperature)
+        bg = info_nce_bg(bg_embeddings, prototypes, positive, self.temperature)
+        if weights is None:
+            fg, bg = fg.mean(), bg.mean()
+        else:
+            if weights.shape != fg.shape:
+                raise ValueError(f'weights of shape {tuple(weights.shape)} for {fg.numel()} pairs')
+            fg, bg = (weights * fg).sum(), (weights * bg).sum()
         total = fg + bg
         if activation is not None and self.activation_weight:
             total = total + self.activation_weight * activation.mean()

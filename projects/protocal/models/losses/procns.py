@@ -27,10 +27,8 @@ import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
-from protocal.prototypes.affinity import normalize_features
 from protocal.prototypes.regional import (downsample_label_masks, label_map_prototypes,
-                                          local_affinity_kernel, potts_affinity_loss,
-                                          prototype_class_affinity)
+                                          local_potts_loss, upsampled_prototype_class_affinity)
 
 __all__ = [
     'partial_cross_entropy', 'prototype_refined_logits', 'soft_pseudo_targets',
@@ -83,10 +81,11 @@ def prototype_refined_logits(logits: Tensor,
         per_sample: for each feature map, per-image (True) or batch-level (False) prototypes.
         label_resize: ``'nearest'`` (reference) or ``'any'`` (see
             :func:`protocal.prototypes.downsample_label_masks`).
-        affinity_resolution: ``'logits'`` (reference: features up-sampled to the logits, ``A``
-            computed there) or ``'feature'`` (``A`` computed on the finest PRSA feature grid, e.g.
-            stride 2, then bilinearly up-sampled: 4x fewer embedding pixels, ``A`` differs only by
-            interpolation).
+        affinity_resolution: ``'logits'`` (reference: ``A`` of the features up-sampled to the
+            logits; computed exactly without building the up-sampled embedding, see
+            :func:`protocal.prototypes.upsampled_prototype_class_affinity`) or ``'feature'``
+            (``A`` on the finest PRSA feature grid, e.g. stride 2, then bilinearly up-sampled;
+            differs only by interpolation, kept as an option).
 
     Returns:
         refined logits (B, C, H, W) (gradient flows through ``logits`` only) and the affinity ``A``.
@@ -95,7 +94,7 @@ def prototype_refined_logits(logits: Tensor,
         raise ValueError(f'per_sample has {len(per_sample)} entries for {len(feats)} feature maps')
     batch = logits.shape[0]
     size = logits.shape[-2:]
-    protos, embeds = [], []
+    protos = []
     with torch.no_grad():
         for feat, sample_wise in zip(feats, per_sample):
             feat = feat.detach().float()
@@ -107,11 +106,9 @@ def prototype_refined_logits(logits: Tensor,
             protos.append(proto)
         grid = size if affinity_resolution == 'logits' else max(
             (f.shape[-2:] for f in feats), key=lambda s: s[0] * s[1])
-        embeds = [F.interpolate(f.detach().float(), size=tuple(grid), mode='bilinear',
-                                align_corners=False) for f in feats]
-        proto = normalize_features(torch.cat(protos, dim=2), dim=2)  # (B, C, sum D)
-        embed = torch.cat(embeds, dim=1)  # normalised in prototype_class_affinity
-        affinity = prototype_class_affinity(embed, proto)
+        # cos(G, q) of the up-sampled, concatenated embedding G without building G (exact)
+        affinity = upsampled_prototype_class_affinity([f.detach().float() for f in feats],
+                                                      torch.cat(protos, dim=2), tuple(grid))
         if tuple(affinity.shape[-2:]) != tuple(size):
             affinity = F.interpolate(affinity, size=size, mode='bilinear', align_corners=False)
     return affinity.to(logits.dtype) * logits, affinity
@@ -405,14 +402,10 @@ class ProCNSLoss(nn.Module):
             refined, _ = prototype_refined_logits(logits, feats, proto_labels, self.num_classes,
                                                   self.per_sample, self.label_resize,
                                                   self.affinity_resolution)
-            kcfg = self.kernel
-            kernel = local_affinity_kernel(image, kcfg['radius'], kcfg['sigma_xy'],
-                                           kcfg['sigma_rgb'], kcfg['weight'], kcfg['dilation'],
-                                           valid)
             unlabelled = (sparse == ign) & valid
-            losses['loss_prsa'] = self.prsa_weight * potts_affinity_loss(
-                refined.float().softmax(1), kernel, unlabelled, kcfg['radius'], kcfg['dilation'],
-                self.reference_compat_kernel_sum)
+            losses['loss_prsa'] = self.prsa_weight * local_potts_loss(
+                refined.float().softmax(1), image, unlabelled, valid=valid,
+                reference_compat_kernel_sum=self.reference_compat_kernel_sum, **self.kernel)
         else:
             refined = logits
         if stage2:

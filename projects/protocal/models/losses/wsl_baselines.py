@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
-from protocal.prototypes.regional import local_affinity_kernel, potts_affinity_loss
+from protocal.prototypes.regional import local_potts_loss
 from .procns import partial_cross_entropy
 
 __all__ = [
@@ -82,12 +82,9 @@ class GatedCRFLoss(nn.Module):
                 valid: Optional[Tensor] = None, **kwargs) -> Dict[str, Tensor]:
         if valid is None:
             valid = torch.ones_like(sparse, dtype=torch.bool)
-        k = self.kernel
-        kernel = local_affinity_kernel(image, k['radius'], k['sigma_xy'], k['sigma_rgb'],
-                                       k['weight'], k['dilation'], valid)
         dest = valid if self.destinations == 'all' else valid & (sparse == self.ignore_index)
-        loss = potts_affinity_loss(logits.float().softmax(1), kernel, dest, k['radius'],
-                                   k['dilation'])
+        loss = local_potts_loss(logits.float().softmax(1), image, dest, valid=valid,
+                                **self.kernel)
         return {self.loss_name: self.loss_weight * loss}
 
 

@@ -120,8 +120,17 @@ class LPDSegmentor(BaseSegmentor):
         warmup_iters: iterations with L_cls only (3000).
         merge_train: subclass merge for L_cls (``'mean'``).
         sim_mask_alpha: L_sim mask ``M = A >= alpha * max(A)`` (0.5).
-        max_sim_pairs: cap on the selected (image, prototype) pairs per batch (random subset);
-            None = all, as in the reference. A CPU-budget knob.
+        sim_pairs_per_image: L_sim pair budget per image: of the selected (image, prototype)
+            pairs of image ``b`` (``N_b`` of them) keep ``n_b = min(n, N_b)`` drawn uniformly
+            without replacement (global torch RNG, i.e. the runner's seed). Every kept pair of
+            image ``b`` is weighted ``N_b / (n_b * N)`` (``N = sum_b N_b``), so ``L_fg`` / ``L_bg``
+            remain **unbiased** estimates of the spec's mean over all ``N`` selected pairs (the
+            weights sum to 1; no pair is dropped when ``N_b <= n``: the loss is then exactly the
+            full one). None = every pair (the reference). The frozen encoder then runs on at
+            most ``2 * n * B`` images per batch instead of ``2 * N``.
+        max_sim_pairs: cap on the pairs per batch (after ``sim_pairs_per_image``): a uniform
+            random subset of ``m`` of the ``M`` remaining pairs, weights scaled by ``M / m`` (still
+            unbiased). None = no cap.
         div_bg_score: constant background score of the L_div pseudo mask (0.2).
         div_prototypes: ``'raw'`` (P, needs ``proto_dim`` = last stage channels, the reference),
             ``'projected'`` (``MLP_4(P)``) or ``'auto'`` (raw if the dims match).
@@ -144,6 +153,7 @@ class LPDSegmentor(BaseSegmentor):
                  merge_train: str = 'mean',
                  sim_mask_alpha: float = 0.5,
                  max_sim_pairs: Optional[int] = None,
+                 sim_pairs_per_image: Optional[int] = None,
                  div_bg_score: float = 0.2,
                  div_prototypes: str = 'auto',
                  train_cfg: Optional[dict] = None,
@@ -180,7 +190,14 @@ class LPDSegmentor(BaseSegmentor):
         self.warmup_iters = int(warmup_iters)
         self.merge_train = merge_train
         self.sim_mask_alpha = sim_mask_alpha
-        self.max_sim_pairs = max_sim_pairs
+        for name, value in (('max_sim_pairs', max_sim_pairs),
+                            ('sim_pairs_per_image', sim_pairs_per_image)):
+            if value is not None and (int(value) != value or value < 1):
+                raise ValueError(f'{name} must be None or an integer >= 1, got {value!r}')
+        self.max_sim_pairs = None if max_sim_pairs is None else int(max_sim_pairs)
+        self.sim_pairs_per_image = None if sim_pairs_per_image is None else int(
+            sim_pairs_per_image)
+        self.last_sim_pairs = (0, 0)  # (selected, encoded) pairs of the last L_sim call
         self.div_bg_score = div_bg_score
         self.train_cfg = train_cfg or {}
         cfg = dict(merge='max', fusion_stages=(1, 2, 3), fusion_weights=(0.3, 0.3, 0.4),
@@ -260,29 +277,79 @@ class LPDSegmentor(BaseSegmentor):
             return raw
         return self.head.projected_prototypes(len(self.head.in_channels) - 1)
 
+    def _sample_sim_pairs(self, sel: Tensor):
+        """Selected pairs ``sel`` (B, M) bool -> kept ``(b_idx, k_idx, weights)``.
+
+        ``weights`` (N_kept,) are the per-pair weights of the unbiased estimate of the mean over
+        all selected pairs (see ``sim_pairs_per_image``), or None when every kept pair has the
+        same weight (plain mean: no subsampling, or only the uniform ``max_sim_pairs`` subset).
+        Random draws use the global (CPU) torch generator.
+        """
+        b_idx, k_idx = sel.nonzero(as_tuple=True)
+        total = b_idx.numel()
+        weights = None
+        budget = self.sim_pairs_per_image
+        if budget is not None and total:
+            counts = torch.bincount(b_idx.cpu(), minlength=sel.shape[0])
+            if int(counts.max()) > budget:
+                keep, w = [], []
+                starts = torch.cumsum(counts, 0) - counts  # nonzero() is sorted by b
+                for start, n_b in zip(starts.tolist(), counts.tolist()):
+                    if n_b <= budget:
+                        keep.append(torch.arange(start, start + n_b))
+                        w.append(torch.ones(n_b, dtype=torch.float64))
+                    else:
+                        pick = torch.randperm(n_b)[:budget].sort().values
+                        keep.append(start + pick)
+                        w.append(torch.full((budget, ), n_b / budget, dtype=torch.float64))
+                keep = torch.cat(keep).to(b_idx.device)
+                b_idx, k_idx = b_idx[keep], k_idx[keep]
+                weights = torch.cat(w) / total
+        cap = self.max_sim_pairs
+        if cap is not None and b_idx.numel() > cap:
+            kept = b_idx.numel()
+            keep = torch.randperm(kept)[:cap].sort().values.to(b_idx.device)
+            b_idx, k_idx = b_idx[keep], k_idx[keep]
+            if weights is not None:
+                weights = weights[keep.cpu()] * (kept / cap)
+        self.last_sim_pairs = (total, int(b_idx.numel()))
+        return b_idx, k_idx, weights
+
     def _sim_loss(self, inputs: Tensor, cam4: Tensor, z4: Tensor, parent4: Tensor,
                   labels: Tensor) -> Tensor:
-        """Select (b, k) with y_b,parent(k) = 1 and z_4,k > class mean; InfoNCE on masked images."""
+        """Select (b, k) with y_b,parent(k) = 1 and z_4,k > class mean; InfoNCE on masked images.
+
+        The foreground and background masked images of all kept pairs go through the frozen
+        encoder in **one** batched call (``2N`` images), the output is split in two.
+        """
         sel = (z4 > expand_parent_labels(parent4, self.num_per_class)) & (
             expand_parent_labels(labels, self.num_per_class) > 0)
-        b_idx, k_idx = sel.nonzero(as_tuple=True)
-        if self.max_sim_pairs is not None and b_idx.numel() > self.max_sim_pairs:
-            keep = torch.randperm(b_idx.numel(), device=b_idx.device)[:self.max_sim_pairs]
-            b_idx, k_idx = b_idx[keep], k_idx[keep]
+        b_idx, k_idx, weights = self._sample_sim_pairs(sel)
         protos = self.head.prototypes
         if b_idx.numel() == 0:
             return self.loss_sim(protos.new_zeros(0, protos.shape[1]),
                                  protos.new_zeros(0, protos.shape[1]), protos,
                                  k_idx, activation=cam4)
+        fg, bg = self._encode_masked(inputs, cam4, b_idx, k_idx)
+        if weights is not None:
+            weights = weights.to(device=fg.device, dtype=fg.dtype)
+        return self.loss_sim(fg, bg, protos, k_idx, activation=cam4, weights=weights)
+
+    def _encode_masked(self, inputs: Tensor, cam4: Tensor, b_idx: Tensor, k_idx: Tensor,
+                       batched: bool = True):
+        """Frozen-encoder embeddings (N, D) of ``A * M * x`` and ``(1 - A)(1 - M) x`` for the pairs
+        ``(b_idx, k_idx)``; ``batched=False`` runs two encoder calls (same values, for tests)."""
         encoder = self.frozen_encoder.to(inputs.device)
         cam = F.interpolate(cam4[b_idx, k_idx][:, None], size=inputs.shape[-2:],
                             mode='bilinear', align_corners=True)  # (N, 1, H, W), raw logits
         with torch.no_grad():
             mask = (cam >= self.sim_mask_alpha * cam.amax((2, 3), keepdim=True)).to(cam.dtype)
         images = inputs[b_idx]
-        fg = encoder(cam * mask * images)
-        bg = encoder((1 - cam) * (1 - mask) * images)
-        return self.loss_sim(fg, bg, protos, k_idx, activation=cam4)
+        fg_img = cam * mask * images
+        bg_img = (1 - cam) * (1 - mask) * images
+        if not batched:
+            return encoder(fg_img), encoder(bg_img)
+        return encoder(torch.cat([fg_img, bg_img])).split(b_idx.numel())
 
     # ------------------------------------------------------------------ inference
     def _stage_maps(self, inputs: Tensor, labels: Optional[Tensor]):
