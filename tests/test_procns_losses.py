@@ -152,6 +152,14 @@ def test_fast_potts_loss_matches_explicit_kernel(batch, classes, height, width, 
     assert torch.allclose(g2, g1, rtol=1e-4, atol=1e-9)
 
 
+def test_unknown_kernel_key_is_an_error_naming_it():
+    with pytest.raises(ValueError, match='sigma_rbg'):
+        ProCNSLoss(num_classes=2, kernel=dict(sigma_rbg=0.2))
+    with pytest.raises(ValueError, match='radus'):
+        GatedCRFLoss(kernel=dict(radus=3))
+    assert ProCNSLoss(num_classes=2, kernel=dict(radius=2)).kernel['radius'] == 2
+
+
 def test_kernel_respects_validity_mask():
     image = torch.zeros(1, 3, 1, 3)
     valid = torch.tensor([[[True, True, False]]])

@@ -17,15 +17,15 @@ __all__ = [
 
 # dense prototypes and local affinities for segmentation (issue 11)
 from .regional import (downsample_label_masks, label_map_prototypes, label_map_to_masks,  # noqa: E402
-                       local_affinity_kernel, local_potts_loss, local_prediction_agreement,
-                       potts_affinity_loss, prototype_class_affinity, unfold_windows,
-                       upsampled_prototype_class_affinity)
+                       local_affinity_kernel, local_kernel_config, local_potts_loss,
+                       local_prediction_agreement, potts_affinity_loss, prototype_class_affinity,
+                       unfold_windows, upsampled_prototype_class_affinity)
 
 __all__ += [
     'label_map_to_masks', 'downsample_label_masks', 'label_map_prototypes',
     'prototype_class_affinity', 'local_affinity_kernel', 'unfold_windows',
     'local_prediction_agreement', 'potts_affinity_loss', 'local_potts_loss',
-    'upsampled_prototype_class_affinity'
+    'upsampled_prototype_class_affinity', 'local_kernel_config'
 ]
 
 # separable resampling matrices of energy_to_pixels, used by the fused losses (issue 15)

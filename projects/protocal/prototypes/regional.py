@@ -26,7 +26,8 @@ from .energy import interpolation_weights
 __all__ = [
     'label_map_to_masks', 'downsample_label_masks', 'label_map_prototypes',
     'prototype_class_affinity', 'upsampled_prototype_class_affinity', 'local_affinity_kernel',
-    'unfold_windows', 'local_prediction_agreement', 'potts_affinity_loss', 'local_potts_loss'
+    'unfold_windows', 'local_prediction_agreement', 'potts_affinity_loss', 'local_potts_loss',
+    'local_kernel_config'
 ]
 
 
@@ -344,7 +345,8 @@ def _half_window_kernel(image: Tensor, valid: Tensor, radius: int, sigma_xy: flo
 def _tap_view(kernel_pad: Tensor, pad: int, size: Tuple[int, int], dilation: int, dy0: int,
               dx0: int) -> Tensor:
     """Strided view ``v[a, b, y, x] = k[a, b, pad + y + (dy0 + a) d, pad + x + (dx0 + b) d]`` of a
-    padded per-tap map ``k`` (rows, cols, H + 2 pad, W + 2 pad): tap ``(a, b)`` read at ``i + t``."""
+    padded per-tap map ``k`` (rows, cols, H + 2 pad, W + 2 pad): tap ``(a, b)`` read at
+    ``i + t``."""
     height, width = size
     s_a, s_b, s_y, s_x = kernel_pad.stride()
     offset = (kernel_pad.storage_offset() + (pad + dy0 * dilation) * s_y +
@@ -424,6 +426,18 @@ class _LocalPottsEnergy(torch.autograd.Function):
         agreement, dest_spread, u = ctx.saved_tensors
         grad = -(u * agreement + dest_spread) * grad_energy
         return grad, None, None, None, None, None, None, None, None
+
+
+def local_kernel_config(overrides: Optional[dict] = None) -> dict:
+    """The local kernel's arguments (radius 5, sigma_xy 6, sigma_rgb 0.1, weight 1, dilation 1;
+    ProCNS / WSL4MIS defaults) updated by a config's ``kernel`` dict; unknown keys are an error
+    naming them (a typo would otherwise silently keep a default)."""
+    config = dict(radius=5, sigma_xy=6.0, sigma_rgb=0.1, weight=1.0, dilation=1)
+    unknown = sorted(set(overrides or {}) - set(config))
+    if unknown:
+        raise ValueError(f'unknown local kernel keys {unknown}; expected some of {sorted(config)}')
+    config.update(overrides or {})
+    return config
 
 
 def local_potts_loss(probs: Tensor,

@@ -28,7 +28,8 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from protocal.prototypes.regional import (downsample_label_masks, label_map_prototypes,
-                                          local_potts_loss, upsampled_prototype_class_affinity)
+                                          local_kernel_config, local_potts_loss,
+                                          upsampled_prototype_class_affinity)
 
 __all__ = [
     'partial_cross_entropy', 'prototype_refined_logits', 'soft_pseudo_targets',
@@ -354,8 +355,7 @@ class ProCNSLoss(nn.Module):
         self.prsa_weight = prsa_weight
         self.soft_weight = soft_weight
         self.pl_weight = pl_weight
-        self.kernel = dict(radius=5, sigma_xy=6.0, sigma_rgb=0.1, weight=1.0, dilation=1)
-        self.kernel.update(kernel or {})
+        self.kernel = local_kernel_config(kernel)
         self.per_sample = tuple(per_sample)
         self.label_resize = label_resize
         self.soft_target = soft_target

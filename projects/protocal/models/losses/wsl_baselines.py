@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
-from protocal.prototypes.regional import local_potts_loss
+from protocal.prototypes.regional import local_kernel_config, local_potts_loss
 from .procns import partial_cross_entropy
 
 __all__ = [
@@ -72,8 +72,7 @@ class GatedCRFLoss(nn.Module):
         if destinations not in ('all', 'unlabelled'):
             raise ValueError(f"destinations must be 'all' or 'unlabelled', got {destinations!r}")
         self.loss_weight = loss_weight
-        self.kernel = dict(radius=5, sigma_xy=6.0, sigma_rgb=0.1, weight=1.0, dilation=1)
-        self.kernel.update(kernel or {})
+        self.kernel = local_kernel_config(kernel)
         self.destinations = destinations
         self.ignore_index = ignore_index
         self.loss_name = loss_name
