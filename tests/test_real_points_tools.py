@@ -223,6 +223,45 @@ def test_suggestion_helpers():
     assert diag.auc(np.array([0.5]), np.array([0.5])) == 0.5
 
 
+def test_miss_statistics():
+    diag = load_tool('calibration_diagnostics')
+    # 4 never-annotated cells: two found, two missed; one missed cell is below the threshold
+    stats = diag.miss_stats(near_prob=[0.5, 0.2, 0.03, 0.001], found=[1, 1, 0, 0],
+                            det_dist=[1.0, 2.0, 9.0, 13.0], nn_dist=[10, 12, 8, 20],
+                            pixel_prob=np.linspace(0, 1, 101), n_dets=6, thr=0.01)
+    assert stats['found'] == 0.5 and stats['detections_per_cell'] == 1.5
+    assert stats['cells_below_thr'] == 0.25 and stats['missed_below_thr'] == 0.5
+    assert stats['near_prob_q_0_10_50'][0] == 0.001
+    assert stats['missed_det_dist_q_25_50_75'] == [10.0, 11.0, 12.0]
+    assert (stats['nn_dist_median_found'], stats['nn_dist_median_missed']) == (11.0, 14.0)
+    assert stats['pixel_prob_q_1_10_50'] == pytest.approx([0.01, 0.1, 0.5])
+    # everything found: no missed-cell statistics, not a NaN
+    stats = diag.miss_stats([0.5], [1], [1.0], [10.0], [0.5], 1, 0.01)
+    assert stats['missed_below_thr'] is None and stats['missed_det_dist_q_25_50_75'] is None
+    with pytest.raises(ValueError, match='no never-annotated cells'):
+        diag.miss_stats([], [], [], [], [0.5], 0, 0.01)
+
+
+def test_calibration_diagnostics_runs_with_miss_report(tmp_path):
+    import torch
+    from protocal.apis import init_point_detector
+    torch.manual_seed(0)
+    cfg = osp.join(ROOT, ENDO_CFGS['pcl'])
+    ckpt = str(tmp_path / 'random.pth')
+    torch.save({'state_dict': init_point_detector(cfg).state_dict()}, ckpt)
+    diag = load_tool('calibration_diagnostics')
+    out = tmp_path / 'diag'
+    assert diag.main([cfg, ckpt, '--split', 'val', '--max-maps', '1', '--thr', '0.05',
+                      '--out-dir', str(out)]) == 0
+    stats = json.loads((out / 'diagnostics.json').read_text())
+    misses = stats['misses']
+    assert misses['thr'] == 0.05 and misses['cells'] > 0 and 0 <= misses['found'] <= 1
+    assert (out / 'weights_hist.png').is_file() and len(list((out / 'maps').iterdir())) == 1
+    with pytest.raises(ValueError, match='--thr'):
+        diag.main([cfg, ckpt, '--split', 'val', '--max-maps', '0', '--thr', '2',
+                   '--out-dir', str(out)])
+
+
 def test_extra_annotated_clicks(tmp_path):
     from protocal.datasets import EndoNukePointDataset
     kw = dict(data_root=osp.join(ROOT, 'data', 'real', 'endonuke'), split=None, pipeline=[],
@@ -251,3 +290,115 @@ def test_build_test_split_dataset_switches_split_and_sparsity():
     assert sorted(val.get_data_info(i)['img_id'] for i in range(len(val))) == sorted(splits['val'])
     info = val.get_data_info(0)
     assert 0 < info['gt_points_annotated'].sum() < len(info['gt_points_annotated'])
+
+
+class _PointTiles:
+    """Minimal stand-in for a point dataset: ``get_data_info`` of two tiles."""
+
+    def __init__(self):
+        self.infos = [
+            dict(img_id='a', gt_points=np.array([[10., 10.], [50., 50.], [90., 90.]]),
+                 gt_points_annotated=np.array([True, False, False])),
+            dict(img_id='b', gt_points=np.array([[20., 20.], [60., 60.], [70., 20.]]),
+                 gt_points_annotated=np.array([False, False, True])),
+        ]
+
+    def __len__(self):
+        return len(self.infos)
+
+    def get_data_info(self, i):
+        return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in self.infos[i].items()}
+
+
+def test_click_simulation_random_arm_sizes():
+    sc = load_tool('suggest_clicks')
+    rows = [dict(tile='a', x=52., y=49.),   # hits point 1 of a
+            dict(tile='a', x=11., y=10.),   # the annotated point: no new cell -> wasted
+            dict(tile='b', x=150., y=150.),  # far from everything -> wasted
+            dict(tile='b', x=21., y=19.)]   # hits point 0 of b
+    suggested, random, hits = sc.simulate(rows, _PointTiles(), radius=6, seed=0)
+    assert hits == 2 and suggested == {'a': [1], 'b': [0]}
+    # default: as many random points as the suggestions added, never an annotated one
+    assert sum(map(len, random.values())) == 2
+    annotated = {('a', 0), ('b', 2)}
+    assert not annotated & {(t, j) for t, js in random.items() for j in js}
+    # equal clicks: as many as suggestions, capped by the 4 unannotated points
+    _, random_c, _ = sc.simulate(rows, _PointTiles(), radius=6, seed=0, random_count='clicks')
+    assert sum(map(len, random_c.values())) == 4
+    # seeded: the same draw every time, another seed may differ
+    assert sc.simulate(rows, _PointTiles(), 6, 0)[1] == random
+    with pytest.raises(ValueError, match='random_count'):
+        sc.simulate(rows, _PointTiles(), 6, 0, random_count='all')
+
+
+def test_click_ranking_score(tmp_path):
+    sc = load_tool('suggest_clicks')
+    # max_c M^c * 4 p (1 - p) with p = max_c p^c; the decoder's class, disagreement flagged
+    row = sc.candidate_row([0.2, 0.8], [0.5, 0.1])
+    assert row['score'] == pytest.approx(0.8 * 4 * 0.5 * 0.5)
+    assert (row['suggested_class'], row['calib_class'], row['disagree']) == (0, 1, True)
+    # a confident peak is not worth a click, whatever the calibration says
+    assert sc.candidate_row([1.0], [1.0])['score'] == 0
+    assert not sc.candidate_row([0.9], [0.3])['disagree']  # one class: nothing to disagree on
+    with pytest.raises(SystemExit, match='CONFIG and CHECKPOINT'):
+        sc.main([])
+    with pytest.raises(SystemExit, match='missing.pth not found'):
+        sc.main([osp.join(ROOT, ENDO_CFGS['pcl']), str(tmp_path / 'missing.pth')])
+
+
+def test_click_compare_pairs_arms_by_seed(tmp_path):
+    sc = load_tool('suggest_clicks')
+
+    def run(name, tag, seed, ev, det, **extra):
+        d = tmp_path / name
+        d.mkdir()
+        res = dict(chosen_thr=0.01, seed=seed, tag=tag, annotated_points=10,
+                   test_eval_f1={'0.01': ev}, test={'0.01': dict(det_f1=det)},
+                   train={'0.01': dict(det_unannotated_recall=0.5)}, **extra)
+        (d / 'result.json').write_text(json.dumps(res))
+        return str(d)
+
+    sugg, rand = 'click_suggested', 'click_random'
+    dirs = [run('b0', '', 0, 0.30, 0.40), run('b1', '', 1, 0.32, 0.42),
+            run('s0', sugg, 0, 0.34, 0.45), run('s1', sugg, 1, 0.33, 0.41),
+            run('r0', rand, 0, 0.31, 0.44), run('r1', rand, 1, 0.35, 0.43)]
+    text = sc.compare(dirs)
+    # suggested - none: eval gains +0.04, +0.01 -> 0.025 +- 0.021, both positive; det +0.05, -0.01
+    assert (f'| {sugg} − (no extra clicks) | 0,1 | 0.025 ± 0.021 | 2/2 | 0.020 ± 0.042 | 1/2 |'
+            in text)
+    # suggested - random (argument order): eval +0.03, -0.02; det +0.01, -0.02
+    assert f'| {sugg} − {rand} | 0,1 | 0.005 ± 0.035 | 1/2 | -0.005 ± 0.021 | 1/2 |' in text
+    assert '| (no extra clicks) | 0,1 | 0.310 ± 0.014 | 0.410 ± 0.014 |' in text
+    # a renamed copy of a run is its own arm (its directory name after <method>_r<ratio>_s<seed>_)
+    copy = run('pcl_r0.1_s0_click_random-clicks', rand, 0, 0.3, 0.4, method='pcl', ratio=0.1)
+    assert '| click_random-clicks | 0 |' in sc.compare(dirs + [copy])
+    with pytest.raises(ValueError, match='second run'):
+        sc.compare(dirs + [run('b0bis', '', 0, 0.3, 0.4)])
+    with pytest.raises(FileNotFoundError, match='not a finished'):
+        sc.compare([str(tmp_path)])
+
+
+def test_sweep_report_means_seeds_and_fully_annotated_recall():
+    sweep = load_tool('ratio_sweep')
+
+    def res(ratio, seed, ev, det, unann):
+        m = {'det_f1': det, 'det_unannotated_recall': unann, 'nucleus_precision': 0.5,
+             'nucleus_recall': 0.5, 'nucleus_f1': ev}
+        return dict(method='plain1', ratio=ratio, seed=seed, chosen_thr=0.01, classes=['nucleus'],
+                    test_present=[True], test_eval_f1={'0.01': ev, '0.1': 0.0},
+                    test={'0.01': m, '0.1': dict(m, det_f1=0.0)},
+                    train={'0.01': m, '0.1': dict(m, det_unannotated_recall=0.0)},
+                    train_cpu_s=120)
+    rows = sweep.summarize({'a': res(0.1, 0, 0.3, 0.4, 0.5), 'b': res(0.1, 1, 0.5, 0.6, 0.7),
+                            'c': res(1.0, 0, 0.8, 0.9, 0.0)})
+    text = sweep.markdown(rows, None, 't')
+    line10 = next(l for l in text.splitlines() if '| 10% |' in l)
+    assert '| 0,1 |' in line10 and '0.400 ± 0.141' in line10 and '0.600 ± 0.141' in line10
+    # 100%: no never-annotated cells -> '–', not a recall of 0
+    cells = [c.strip() for c in next(l for l in text.splitlines() if '| 100% |' in l).split('|')]
+    assert cells[9:11] == ['–', '–'] and cells[5] == '0.800'
+    # per-seed table: only rows with several seeds, one value for a 1-class model
+    assert '| method | annotated | seed 0 | seed 1 |' in text
+    assert '| plain soft CE, 1 class | 10% | 0.300 | 0.500 |' in text
+    assert not any(l.startswith('| plain soft CE, 1 class | 100% | 0.800 |')
+                   for l in text.splitlines())

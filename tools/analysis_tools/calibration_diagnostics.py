@@ -13,7 +13,14 @@ For a trained SEL or PCL model and the training tiles with their sparse annotate
   every background node) go to ``weights_hist.png`` and ``diagnostics.json``;
 * for PCL, the same for ``max_c`` prototype cosine (the global term of the class energies);
 * ``maps/<tile>.png`` puts the image (annotated points green, never-annotated red), the predicted
-  foreground probability, the ``E^0`` map and the prototype-similarity map side by side.
+  foreground probability, the ``E^0`` map and the prototype-similarity map side by side;
+* with ``--thr`` (the run's decoding threshold, e.g. its val-chosen one), *why* never-annotated
+  cells are missed: the decoder (the config's codec at ``--thr``) finds a cell when a peak of any
+  class lies within the metric radius. ``misses`` in ``diagnostics.json`` gives the found share,
+  the foreground probability near the cells (max over 5 x 5 px; quantiles) against the
+  threshold, the pixel probability quantiles, detections per cell, the distance from a missed
+  cell to the nearest detection and each group's distance to its nearest other cell. A miss with
+  probability above the threshold is a cell without a peak of its own, not a weak one.
 
 Example::
 
@@ -38,6 +45,8 @@ def parse_args(argv=None):
     parser.add_argument('--sparse-seed', type=int, default=0)
     parser.add_argument('--out-dir', required=True)
     parser.add_argument('--max-maps', type=int, default=4)
+    parser.add_argument('--thr', type=float, default=None,
+                        help='decoding threshold for the analysis of missed cells')
     return parser.parse_args(argv)
 
 
@@ -49,6 +58,85 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     ranks = rankdata(np.concatenate([pos, neg]))
     u = ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2  # pairs pos > neg (+ ties / 2)
     return float(1 - u / (len(pos) * len(neg)))
+
+
+def miss_stats(near_prob, found, det_dist, nn_dist, pixel_prob, n_dets, thr) -> dict:
+    """Summary of why never-annotated cells are missed (one entry per cell in the arrays).
+
+    ``near_prob``: max foreground probability near the cell; ``found``: a detection within the
+    radius; ``det_dist``: distance to the nearest detection; ``nn_dist``: to the nearest other
+    cell; ``pixel_prob``: foreground probability of every pixel; ``n_dets``: detections in all.
+    """
+    near_prob, found = np.asarray(near_prob, float), np.asarray(found, bool)
+    det_dist, nn_dist = np.asarray(det_dist, float), np.asarray(nn_dist, float)
+    if not len(found):
+        raise ValueError('no never-annotated cells to analyse (is the split fully annotated?)')
+    missed = ~found
+
+    def q(values, qs):
+        return [float(v) for v in np.quantile(values, qs)] if len(values) else None
+
+    return dict(
+        thr=thr, cells=int(len(found)), found=float(found.mean()),
+        detections_per_cell=float(n_dets / len(found)),
+        cells_below_thr=float((near_prob < thr).mean()),
+        missed_below_thr=float((near_prob[missed] < thr).mean()) if missed.any() else None,
+        near_prob_q_0_10_50=q(near_prob, [0, 0.1, 0.5]),
+        pixel_prob_q_1_10_50=q(pixel_prob, [0.01, 0.1, 0.5]),
+        missed_det_dist_q_25_50_75=q(det_dist[missed], [0.25, 0.5, 0.75]),
+        nn_dist_median_found=float(np.median(nn_dist[found])) if found.any() else None,
+        nn_dist_median_missed=float(np.median(nn_dist[missed])) if missed.any() else None)
+
+
+def _metric_radius(cfg) -> float:
+    """The matching radius of the config's test metric (a cell is found within it)."""
+    evaluator = cfg.test_evaluator
+    evaluator = evaluator[0] if isinstance(evaluator, (list, tuple)) else evaluator
+    if 'radius' not in evaluator:
+        raise KeyError('calibration_diagnostics --thr: the test_evaluator of the config has no '
+                       'radius (a PointF1Metric is expected)')
+    return float(evaluator['radius'])
+
+
+def collect_misses(model, cfg, dataset, thr: float, radius: float) -> dict:
+    """Decode every tile at ``thr`` and relate the never-annotated cells to the detections
+    (:func:`miss_stats`)."""
+    import copy
+
+    import torch
+    from mmdet.registry import TASK_UTILS
+    from mmengine.dataset import pseudo_collate
+    codec_cfg = copy.deepcopy(cfg.model.head.codec)
+    codec_cfg.update(score_thr=thr)
+    codec = TASK_UTILS.build(codec_cfg)
+    near, found, det_dist, nn_dist, pixels, n_dets = [], [], [], [], [], 0
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            batch = model.data_preprocessor(pseudo_collate([dataset[i]]), False)
+            sample = batch['data_samples'][0]
+            h, w = sample.metainfo['img_shape'][:2]
+            logits = model.head(model.extract_feat(batch['inputs']))[0]
+            probs = logits.softmax(1)[0, :, :h, :w]
+            fg = probs[1:].max(0).values
+            dets = codec.decode(probs)['points'].float()
+            n_dets += len(dets)
+            pixels.append(fg.flatten().numpy())
+            gt = sample.gt_instances
+            pts = gt.points.float()
+            unl = ~gt.annotated.bool()
+            if not unl.any():
+                continue
+            d_gt = torch.cdist(pts, pts)
+            d_gt.fill_diagonal_(float('inf'))
+            nn_dist += d_gt[unl].min(1).values.tolist()
+            d = torch.cdist(pts[unl], dets).min(1).values if len(dets) else \
+                torch.full((int(unl.sum()),), float('inf'))
+            det_dist += d.tolist()
+            found += (d <= radius).tolist()
+            for x, y in pts[unl].tolist():
+                r, c = int(round(y)), int(round(x))
+                near.append(float(fg[max(r - 2, 0):r + 3, max(c - 2, 0):c + 3].max()))
+    return miss_stats(near, found, det_dist, nn_dist, np.concatenate(pixels), n_dets, thr)
 
 
 def collect(model, cfg, dataset, out_dir, max_maps):
@@ -142,6 +230,8 @@ def _draw_maps(path, sample, prob, e0, pc, ann):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.thr is not None and not 0 < args.thr < 1:
+        raise ValueError(f'--thr must be in (0, 1), got {args.thr:g}')
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -175,6 +265,9 @@ def main(argv=None) -> int:
     fig.tight_layout()
     fig.savefig(osp.join(args.out_dir, 'weights_hist.png'), dpi=100)
     plt.close(fig)
+    if args.thr is not None:
+        stats['misses'] = collect_misses(model, cfg, dataset, args.thr,
+                                         _metric_radius(cfg))
     with open(osp.join(args.out_dir, 'diagnostics.json'), 'w') as f:
         json.dump(stats, f, indent=1)
     print(json.dumps(stats, indent=1))

@@ -358,7 +358,9 @@ def summarize(results: Dict[str, dict]) -> List[dict]:
         for tag, pick in (('chosen', lambda r: r['chosen_thr']), ('paper', lambda r: PAPER_THR)):
             row[f'eval_f1_{tag}'] = [r['test_eval_f1'][_tk(r, pick(r))] for r in runs]
             row[f'det_f1_{tag}'] = [r['test'][_tk(r, pick(r))]['det_f1'] for r in runs]
+            # a fully annotated run has no never-annotated cells: no recall to report ('–')
             row[f'unann_recall_{tag}'] = [
+                None if r['ratio'] >= 1 else
                 r['train'][_tk(r, pick(r))].get('det_unannotated_recall') for r in runs]
             classes = runs[0]['classes']
             for c, present in zip(classes, runs[0]['test_present']):
@@ -405,6 +407,26 @@ def markdown(rows: List[dict], classical: Optional[dict], title: str) -> str:
         f1 = f"{t['nucleus_f1']:.3f}"
         lines.append(f'| classical OD blobs (no training; params chosen on val) | – | – | – | '
                      f'{f1} (1 class) | – | {f1} | – | – | – | 0 |')
+    # per-seed values of the rows with several seeds (same seed = same annotated points)
+    seeded = [r for r in rows if len(r['seeds']) > 1]
+    if seeded:
+        seeds = sorted({s for r in seeded for s in r['seeds']})
+        lines += ['', 'Per seed on test at the val-chosen threshold (eval F1 / det F1; one value '
+                  'for 1-class models). The same seed means the same annotated points and '
+                  'training seed for every method.', '',
+                  '| method | annotated | ' + ' | '.join(f'seed {s}' for s in seeds) + ' |',
+                  '|---|---|' + '---|' * len(seeds)]
+        for r in seeded:
+            cells = []
+            for s in seeds:
+                if s not in r['seeds']:
+                    cells.append('–')
+                    continue
+                i = r['seeds'].index(s)
+                ev, det = r['eval_f1_chosen'][i], r['det_f1_chosen'][i]
+                cells.append(f'{ev:.3f}' if len(r['classes']) == 1 else f'{ev:.3f} / {det:.3f}')
+            lines.append(f"| {LABELS.get(r['method'], r['method'])} | {r['ratio'] * 100:g}% | "
+                         + ' | '.join(cells) + ' |')
     # per-class table at the chosen threshold
     multi = [r for r in rows if len(r['classes']) > 1]
     if multi:

@@ -26,8 +26,17 @@ the split are written as QuPath GeoJSON "suggested points" (``<tile>_suggested.g
 ``--simulate`` (bundled data with expert labels): each suggestion takes the nearest unannotated
 expert point within ``--radius`` (a click on a real cell; suggestions that hit no cell are wasted
 clicks), giving ``extra_suggested.json``; ``extra_random.json`` holds as many *random* unannotated
-expert points (seeded). Train with either (``ratio_sweep.py --extra-annotated FILE --tag NAME``,
-which sets the dataset's ``extra_annotated``) and compare on test with ``--compare``.
+expert points (seeded) as the suggestions added (``--random-count hits``, the default: both arms
+add the same number of annotated points, so the comparison isolates *which* cells get annotated)
+or as there were clicks (``--random-count clicks``: the same annotator effort when a wasted click
+costs as much as a useful one; every random point is a real cell, so this favours the random
+arm). Train with either (``ratio_sweep.py --extra-annotated FILE --tag NAME``, which sets the
+dataset's ``extra_annotated``) and compare on test with ``--compare``.
+
+Measured on EndoNuke (PCL 10%, seeds 0-2, two machines, ``configs/pcl/README.md``): the
+suggestions land on real unannotated nuclei (41-70 of 100) but do not raise test F1 more than as
+many random expert points: the candidates are peaks the model already detects at its val-chosen
+threshold, while a random never-annotated nucleus is more often a miss than not.
 
 Example::
 
@@ -41,6 +50,7 @@ import json
 import os
 import os.path as osp
 import sys
+from typing import Dict, Tuple
 
 import numpy as np
 
@@ -60,13 +70,28 @@ def parse_args(argv=None):
     parser.add_argument('--out-dir', default='work_dirs/suggest')
     parser.add_argument('--simulate', action='store_true')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random clicks')
+    parser.add_argument('--random-count', choices=['hits', 'clicks'], default='hits',
+                        help='random arm size: as many points as the suggestions hit (default) '
+                        'or as many as there were clicks')
     parser.add_argument('--compare', nargs='+', metavar='RUN_DIR',
                         help='print test F1 of finished ratio_sweep runs side by side')
     return parser.parse_args(argv)
 
 
+def candidate_row(calib, probs) -> dict:
+    """Score of one candidate from its calibration similarities ``M^c`` and decoder
+    probabilities ``p^c`` (one value per foreground class): ``max_c M^c * 4 p (1 - p)`` with
+    ``p = max_c p^c``; the suggested class is the decoder's."""
+    m, p = np.asarray(calib, float), np.asarray(probs, float)
+    pm, mm = float(p.max()), float(m.max())
+    return dict(score=mm * 4 * pm * (1 - pm), calibration=mm, probability=pm,
+                suggested_class=int(p.argmax()), calib_class=int(m.argmax()),
+                disagree=bool(len(m) > 1 and int(m.argmax()) != int(p.argmax())))
+
+
 def rank_candidates(model, cfg, dataset, cand_thr: float, radius: float):
-    """All candidates of all tiles with their score, sorted by decreasing score."""
+    """All candidates of all tiles with their score, sorted by decreasing score
+    (:func:`candidate_row`)."""
     import torch
     from mmdet.registry import TASK_UTILS
     from mmengine.dataset import pseudo_collate
@@ -112,15 +137,9 @@ def rank_candidates(model, cfg, dataset, cand_thr: float, radius: float):
             for x, y in pts.tolist():
                 col, row = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
                 node = int(row // stride) * grid[1] + int(col // stride)
-                m = calib[:, node]
-                p = probs[1:, row, col]
-                disagree = num_classes > 1 and int(m.argmax()) != int(p.argmax())
-                pm = float(p.max())
-                score = float(m.max()) * 4 * pm * (1 - pm)
-                rows.append(dict(tile=str(sample.metainfo['img_id']), x=x, y=y, score=score,
-                                 calibration=float(m.max()), probability=float(p.max()),
-                                 pred_class=int(p.argmax()), calib_class=int(m.argmax()),
-                                 disagree=bool(disagree)))
+                rows.append(dict(tile=str(sample.metainfo['img_id']), x=x, y=y,
+                                 **candidate_row(calib[:, node].tolist(),
+                                                 probs[1:, row, col].tolist())))
     rows.sort(key=lambda r: -r['score'])
     for rank, r in enumerate(rows):
         r['rank'] = rank
@@ -153,12 +172,18 @@ def write_suggestions(rows, classes, out_dir: str) -> None:
         sel = [r for r in rows if r['tile'] == tile]
         write_qupath_geojson(osp.join(out_dir, f'{tile}_suggested.geojson'),
                              np.array([[r['x'], r['y']] for r in sel], np.float32),
-                             np.array([r['pred_class'] for r in sel]),
+                             np.array([r['suggested_class'] for r in sel]),
                              np.array([r['score'] for r in sel], np.float32), names)
 
 
-def simulate(rows, dataset, radius: float, seed: int):
-    """Expert points hit by the suggestions, and as many random unannotated expert points."""
+def simulate(rows, dataset, radius: float, seed: int, random_count: str = 'hits'):
+    """Expert points hit by the suggestions, and random unannotated expert points.
+
+    The random arm has as many points as the suggestions hit (``random_count='hits'``) or as
+    there were suggestions (``'clicks'``); it never reuses an annotated point.
+    """
+    if random_count not in ('hits', 'clicks'):
+        raise ValueError(f"random_count must be 'hits' or 'clicks', got {random_count!r}")
     infos = {str(dataset.get_data_info(i)['img_id']): dataset.get_data_info(i)
              for i in range(len(dataset))}
     taken = {t: set() for t in infos}
@@ -181,7 +206,8 @@ def simulate(rows, dataset, radius: float, seed: int):
     pool = [(t, j) for t, info in infos.items()
             for j in np.flatnonzero(~info['gt_points_annotated'])]
     rng = np.random.default_rng(seed)
-    pick = rng.choice(len(pool), size=min(len(rows), len(pool)), replace=False)
+    n_random = hits if random_count == 'hits' else len(rows)
+    pick = rng.choice(len(pool), size=min(n_random, len(pool)), replace=False)
     random = {}
     for k in sorted(pick):
         t, j = pool[k]
@@ -189,18 +215,78 @@ def simulate(rows, dataset, radius: float, seed: int):
     return suggested, random, hits
 
 
+def _chosen_key(res: dict) -> str:
+    """The ``test`` key of the run's val-chosen threshold."""
+    if str(res['chosen_thr']) in res['test']:
+        return str(res['chosen_thr'])
+    return next(k for k in res['test'] if abs(float(k) - res['chosen_thr']) < 1e-9)
+
+
+def _arm_name(dirname: str, res: dict) -> str:
+    """A run's arm: its directory name after ``<method>_r<ratio>_s<seed>_`` (a renamed copy of
+    a run is its own arm), else its ratio_sweep ``--tag``."""
+    prefix = f"{res.get('method')}_r{res.get('ratio', 0):g}_s{res.get('seed', 0)}"
+    if dirname == prefix or dirname.startswith(prefix + '_'):
+        return dirname[len(prefix) + 1:]
+    return res.get('tag') or ''
+
+
 def compare(run_dirs) -> str:
+    """Test F1 of finished ratio_sweep runs side by side, and per arm over seeds.
+
+    An *arm* is what follows ``<method>_r<ratio>_s<seed>_`` in the run directory's name, i.e.
+    the ratio_sweep ``--tag`` (``''``: no extra clicks). With several seeds, each arm gets its mean
+    ± sd and the paired gain over every other arm on the seeds both have (same seed = same
+    sparse subset and training seed), with how many seeds the gain is positive.
+    """
     lines = ['| run | annotated training points | val thr | test eval F1 | test det F1 | '
              'unann. recall |',
              '|---|---|---|---|---|---|']
+    arms: Dict[str, Dict[int, Tuple[float, float]]] = {}
     for d in run_dirs:
-        res = json.load(open(osp.join(d, 'result.json')))
-        t = str(res['chosen_thr']) if str(res['chosen_thr']) in res['test'] else \
-            next(k for k in res['test'] if abs(float(k) - res['chosen_thr']) < 1e-9)
+        path = osp.join(d, 'result.json')
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'{path}: not a finished ratio_sweep run')
+        res = json.load(open(path))
+        t = _chosen_key(res)
+        ev, det = res['test_eval_f1'][t], res['test'][t]['det_f1']
         lines.append(f"| {osp.basename(osp.normpath(d))} | {res.get('annotated_points', '?')} | "
-                     f"{float(t):g} | {res['test_eval_f1'][t]:.3f} | "
-                     f"{res['test'][t]['det_f1']:.3f} | "
+                     f"{float(t):g} | {ev:.3f} | {det:.3f} | "
                      f"{res['train'][t].get('det_unannotated_recall', 0):.3f} |")
+        seed = res.get('seed', 0)
+        name = _arm_name(osp.basename(osp.normpath(d)), res)
+        arm = arms.setdefault(name, {})
+        if seed in arm:
+            raise ValueError(f'{d}: a second run of arm {name or "(no extra clicks)"!r} '
+                             f'with seed {seed}')
+        arm[seed] = (ev, det)
+    if not any(len(a) > 1 for a in arms.values()):
+        return '\n'.join(lines)
+
+    def mean_sd(values):
+        values = np.asarray(values, float)
+        sd = values.std(ddof=1) if len(values) > 1 else 0.0
+        return f'{values.mean():.3f} ± {sd:.3f}'
+
+    lines += ['', '| arm | seeds | test eval F1 | test det F1 |', '|---|---|---|---|']
+    for name, arm in arms.items():
+        seeds = sorted(arm)
+        lines.append(f"| {name or '(no extra clicks)'} | {','.join(map(str, seeds))} | "
+                     f"{mean_sd([arm[s][0] for s in seeds])} | "
+                     f"{mean_sd([arm[s][1] for s in seeds])} |")
+    lines += ['', '| paired gain (same seeds) | seeds | eval F1 gain | > 0 on | det F1 gain | '
+              '> 0 on |', '|---|---|---|---|---|---|']
+    clicks = [n for n in arms if n]
+    pairs = [(a, '') for a in clicks if '' in arms]  # every click arm against no clicks
+    pairs += [(a, b) for i, a in enumerate(clicks) for b in clicks[i + 1:]]  # in argument order
+    for a, b in pairs:
+        common = sorted(set(arms[a]) & set(arms[b]))
+        if not common:
+            continue
+        gains = [[arms[a][s][k] - arms[b][s][k] for s in common] for k in (0, 1)]
+        lines.append(f"| {a} − {b or '(no extra clicks)'} | {','.join(map(str, common))} | "
+                     f"{mean_sd(gains[0])} | {sum(g > 0 for g in gains[0])}/{len(common)} | "
+                     f"{mean_sd(gains[1])} | {sum(g > 0 for g in gains[1])}/{len(common)} |")
     return '\n'.join(lines)
 
 
@@ -209,6 +295,11 @@ def main(argv=None) -> int:
     if args.compare:
         print(compare(args.compare))
         return 0
+    if not args.config or not args.checkpoint:
+        raise SystemExit('suggest_clicks: give CONFIG and CHECKPOINT (or --compare RUN_DIR ...)')
+    for path in (args.config, args.checkpoint):
+        if not osp.isfile(path):
+            raise SystemExit(f'suggest_clicks: {path} not found')
     from protocal.apis import build_test_split_dataset, init_point_detector
     model = init_point_detector(args.config, args.checkpoint, device='cpu')
     cfg = model.cfg
@@ -221,12 +312,15 @@ def main(argv=None) -> int:
     print(f'{len(rows)} suggested clicks on {len({r["tile"] for r in rows})} tiles written to '
           f'{args.out_dir} ({sum(r["disagree"] for r in rows)} with class disagreement)')
     if args.simulate:
-        suggested, random, hits = simulate(rows, dataset, args.radius, args.seed)
+        suggested, random, hits = simulate(rows, dataset, args.radius, args.seed,
+                                           args.random_count)
         for name, extra in (('suggested', suggested), ('random', random)):
             with open(osp.join(args.out_dir, f'extra_{name}.json'), 'w') as f:
                 json.dump(extra, f, indent=1)
         n_random = sum(len(v) for v in random.values())
-        stats = dict(clicks=len(rows), suggested_hits=hits, random_points=n_random)
+        stats = dict(cand_thr=args.cand_thr, clicks=len(rows), suggested_hits=hits,
+                     random_points=n_random,
+                     random_count=args.random_count, random_seed=args.seed)
         with open(osp.join(args.out_dir, 'simulation.json'), 'w') as f:
             json.dump(stats, f, indent=1)
         print(f'simulation: {hits} of {len(rows)} suggested clicks land on an unannotated expert '
