@@ -32,6 +32,7 @@ import json
 import os
 import os.path as osp
 import sys
+from typing import Optional
 
 import numpy as np
 
@@ -90,56 +91,58 @@ def miss_stats(near_prob, found, det_dist, nn_dist, pixel_prob, n_dets, thr) -> 
 
 def _metric_radius(cfg) -> float:
     """The matching radius of the config's test metric (a cell is found within it)."""
-    evaluator = cfg.test_evaluator
-    evaluator = evaluator[0] if isinstance(evaluator, (list, tuple)) else evaluator
-    if 'radius' not in evaluator:
+    from protocal.apis import test_metric_cfg
+    metric = test_metric_cfg(cfg)
+    if 'radius' not in metric:
         raise KeyError('calibration_diagnostics --thr: the test_evaluator of the config has no '
                        'radius (a PointF1Metric is expected)')
-    return float(evaluator['radius'])
+    return float(metric['radius'])
 
 
-def collect_misses(model, cfg, dataset, thr: float, radius: float) -> dict:
-    """Decode every tile at ``thr`` and relate the never-annotated cells to the detections
-    (:func:`miss_stats`)."""
-    import copy
+class MissCollector:
+    """Relates the never-annotated cells of each tile to the detections of the config's codec
+    at ``thr``, tile by tile (:meth:`add`), and summarises them (:func:`miss_stats`)."""
 
-    import torch
-    from mmdet.registry import TASK_UTILS
-    from mmengine.dataset import pseudo_collate
-    codec_cfg = copy.deepcopy(cfg.model.head.codec)
-    codec_cfg.update(score_thr=thr)
-    codec = TASK_UTILS.build(codec_cfg)
-    near, found, det_dist, nn_dist, pixels, n_dets = [], [], [], [], [], 0
-    with torch.no_grad():
-        for i in range(len(dataset)):
-            batch = model.data_preprocessor(pseudo_collate([dataset[i]]), False)
-            sample = batch['data_samples'][0]
-            h, w = sample.metainfo['img_shape'][:2]
-            logits = model.head(model.extract_feat(batch['inputs']))[0]
-            probs = logits.softmax(1)[0, :, :h, :w]
-            fg = probs[1:].max(0).values
-            dets = codec.decode(probs)['points'].float()
-            n_dets += len(dets)
-            pixels.append(fg.flatten().numpy())
-            gt = sample.gt_instances
-            pts = gt.points.float()
-            unl = ~gt.annotated.bool()
-            if not unl.any():
-                continue
-            d_gt = torch.cdist(pts, pts)
-            d_gt.fill_diagonal_(float('inf'))
-            nn_dist += d_gt[unl].min(1).values.tolist()
-            d = torch.cdist(pts[unl], dets).min(1).values if len(dets) else \
-                torch.full((int(unl.sum()),), float('inf'))
-            det_dist += d.tolist()
-            found += (d <= radius).tolist()
-            for x, y in pts[unl].tolist():
-                r, c = int(round(y)), int(round(x))
-                near.append(float(fg[max(r - 2, 0):r + 3, max(c - 2, 0):c + 3].max()))
-    return miss_stats(near, found, det_dist, nn_dist, np.concatenate(pixels), n_dets, thr)
+    def __init__(self, cfg, thr: float):
+        import copy
+
+        from mmdet.registry import TASK_UTILS
+        codec_cfg = copy.deepcopy(cfg.model.head.codec)
+        codec_cfg.update(score_thr=thr)
+        self.codec = TASK_UTILS.build(codec_cfg)
+        self.thr, self.radius = thr, _metric_radius(cfg)
+        self.near, self.found, self.det_dist, self.nn_dist, self.pixels = [], [], [], [], []
+        self.n_dets = 0
+
+    def add(self, probs, gt) -> None:
+        """``probs``: (1 + K, h, w) softmax of one tile, cropped to the image; ``gt``: its
+        ``gt_instances`` (``points``, ``annotated``)."""
+        import torch
+        fg = probs[1:].max(0).values
+        dets = self.codec.decode(probs)['points'].float()
+        self.n_dets += len(dets)
+        self.pixels.append(fg.flatten().numpy())
+        pts = gt.points.float()
+        unl = ~gt.annotated.bool()
+        if not unl.any():
+            return
+        d_gt = torch.cdist(pts, pts)
+        d_gt.fill_diagonal_(float('inf'))
+        self.nn_dist += d_gt[unl].min(1).values.tolist()
+        d = torch.cdist(pts[unl], dets).min(1).values if len(dets) else \
+            torch.full((int(unl.sum()),), float('inf'))
+        self.det_dist += d.tolist()
+        self.found += (d <= self.radius).tolist()
+        for x, y in pts[unl].tolist():
+            r, c = int(round(y)), int(round(x))
+            self.near.append(float(fg[max(r - 2, 0):r + 3, max(c - 2, 0):c + 3].max()))
+
+    def summary(self) -> dict:
+        return miss_stats(self.near, self.found, self.det_dist, self.nn_dist,
+                          np.concatenate(self.pixels), self.n_dets, self.thr)
 
 
-def collect(model, cfg, dataset, out_dir, max_maps):
+def collect(model, cfg, dataset, out_dir, max_maps, misses: Optional[MissCollector] = None):
     import torch
     from mmengine.dataset import pseudo_collate
 
@@ -160,13 +163,15 @@ def collect(model, cfg, dataset, out_dir, max_maps):
                 raise ValueError('needs a model with node embeddings (SEL or PCL)')
             gt = sample.gt_instances
             ann = gt.annotated.bool()
+            h, w = sample.metainfo['img_shape'][:2]
+            if misses is not None:
+                misses.add(logits.softmax(1)[0, :, :h, :w], gt)
             grid = tuple(embed.shape[-2:])
             stride = logits.shape[-2] / grid[0]
             feats = flatten_nodes(embed).float()
             masks = node_masks_from_points([gt.points[ann].float()], [gt.labels[ann].long()],
                                            num_classes, stride, grid)
             e0 = agnostic_energy(feats, masks)[0]  # (N,)
-            h, w = sample.metainfo['img_shape'][:2]
             gh, gw = int(np.ceil(h / stride)), int(np.ceil(w / stride))
             valid = np.zeros(grid, bool)
             valid[:gh, :gw] = True
@@ -240,7 +245,8 @@ def main(argv=None) -> int:
     cfg = model.cfg
     dataset = build_test_split_dataset(cfg, args.split, sparse_ratio=args.sparse_ratio,
                                        sparse_seed=args.sparse_seed)
-    groups, proto = collect(model, cfg, dataset, args.out_dir, args.max_maps)
+    misses = None if args.thr is None else MissCollector(cfg, args.thr)
+    groups, proto = collect(model, cfg, dataset, args.out_dir, args.max_maps, misses)
     stats = {k: dict(n=len(v), mean=float(np.mean(v)) if v else None) for k, v in groups.items()}
     stats['auc_E0_unlabelled_positive_below_background'] = auc(
         np.asarray(groups['unlabelled positive']), np.asarray(groups['background']))
@@ -265,9 +271,8 @@ def main(argv=None) -> int:
     fig.tight_layout()
     fig.savefig(osp.join(args.out_dir, 'weights_hist.png'), dpi=100)
     plt.close(fig)
-    if args.thr is not None:
-        stats['misses'] = collect_misses(model, cfg, dataset, args.thr,
-                                         _metric_radius(cfg))
+    if misses is not None:
+        stats['misses'] = misses.summary()
     with open(osp.join(args.out_dir, 'diagnostics.json'), 'w') as f:
         json.dump(stats, f, indent=1)
     print(json.dumps(stats, indent=1))

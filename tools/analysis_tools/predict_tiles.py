@@ -53,7 +53,8 @@ def predict_split(config, checkpoint, split='test', score_thr=None, out_dir=None
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import init_default_scope
 
-    from protocal.apis import init_point_detector, write_points_csv, write_qupath_geojson
+    from protocal.apis import (init_point_detector, test_metric_cfg, write_points_csv,
+                               write_qupath_geojson)
     from protocal.visualization import draw_points_overlay
 
     options = {'model.head.test_cfg.return_heatmap': bool(heatmap)}
@@ -66,8 +67,7 @@ def predict_split(config, checkpoint, split='test', score_thr=None, out_dir=None
     ds_cfg['split'] = split
     ds_cfg.update(dataset_overrides or {})
     dataset = DATASETS.build(ds_cfg)
-    evaluator_cfg = cfg.test_evaluator
-    evaluator_cfg = evaluator_cfg[0] if isinstance(evaluator_cfg, (list, tuple)) else evaluator_cfg
+    evaluator_cfg = test_metric_cfg(cfg)
     metric = METRICS.build(copy.deepcopy(evaluator_cfg))
     metric.dataset_meta = dataset.metainfo
     classes = list(dataset.metainfo['classes'])

@@ -178,8 +178,9 @@ def forward_cache(model, dataset) -> list:
 def score_thresholds(model, cfg, cached, metainfo, thrs) -> Dict[float, dict]:
     """``{thr: metrics}`` of cached logits decoded by the head at every threshold."""
     from mmdet.registry import METRICS, TASK_UTILS
-    evaluator_cfg = cfg.test_evaluator
-    evaluator_cfg = evaluator_cfg[0] if isinstance(evaluator_cfg, (list, tuple)) else evaluator_cfg
+
+    from protocal.apis import test_metric_cfg
+    evaluator_cfg = test_metric_cfg(cfg)
     original = model.head.codec
     out = {}
     try:
@@ -287,13 +288,13 @@ def classical_baseline(config: str, split_file: Optional[str] = None) -> dict:
     from mmengine.registry import init_default_scope
 
     import protocal  # noqa: F401
+    from protocal.apis import test_metric_cfg
     cfg = Config.fromfile(config)
     if split_file:
         for k in ('val', 'test'):
             cfg[f'{k}_dataloader'].dataset.split_file = split_file
     init_default_scope('mmdet')
-    evaluator_cfg = cfg.test_evaluator
-    evaluator_cfg = evaluator_cfg[0] if isinstance(evaluator_cfg, (list, tuple)) else evaluator_cfg
+    evaluator_cfg = test_metric_cfg(cfg)
 
     def load(split):
         ds_cfg = _dataset_cfg(cfg, split)

@@ -54,6 +54,10 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+# the runs compared are ratio_sweep's: their result files are read with its threshold-key lookup
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from ratio_sweep import _tk  # noqa: E402
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -215,13 +219,6 @@ def simulate(rows, dataset, radius: float, seed: int, random_count: str = 'hits'
     return suggested, random, hits
 
 
-def _chosen_key(res: dict) -> str:
-    """The ``test`` key of the run's val-chosen threshold."""
-    if str(res['chosen_thr']) in res['test']:
-        return str(res['chosen_thr'])
-    return next(k for k in res['test'] if abs(float(k) - res['chosen_thr']) < 1e-9)
-
-
 def _arm_name(dirname: str, res: dict) -> str:
     """A run's arm: its directory name after ``<method>_r<ratio>_s<seed>_`` (a renamed copy of
     a run is its own arm), else its ratio_sweep ``--tag``."""
@@ -248,7 +245,7 @@ def compare(run_dirs) -> str:
         if not osp.isfile(path):
             raise FileNotFoundError(f'{path}: not a finished ratio_sweep run')
         res = json.load(open(path))
-        t = _chosen_key(res)
+        t = _tk(res, res['chosen_thr'])
         ev, det = res['test_eval_f1'][t], res['test'][t]['det_f1']
         lines.append(f"| {osp.basename(osp.normpath(d))} | {res.get('annotated_points', '?')} | "
                      f"{float(t):g} | {ev:.3f} | {det:.3f} | "

@@ -2,11 +2,11 @@
 from .classical import *  # noqa: F401,F403
 from .export import *  # noqa: F401,F403
 from .inference import (IMAGE_SUFFIXES, build_test_split_dataset, inference_point_detector,
-                        init_point_detector, list_images)
+                        init_point_detector, list_images, test_metric_cfg)
 
 __all__ = [
     'IMAGE_SUFFIXES', 'build_test_split_dataset', 'inference_point_detector', 'init_point_detector',
-    'list_images'
+    'list_images', 'test_metric_cfg'
 ]
 
 from . import mil  # noqa: F401,E402  (MIL counting: pseudo masks, localisation)

@@ -13,7 +13,7 @@ from mmengine.runner import load_checkpoint
 
 __all__ = [
     'init_point_detector', 'inference_point_detector', 'build_test_split_dataset', 'list_images',
-    'IMAGE_SUFFIXES'
+    'test_metric_cfg', 'IMAGE_SUFFIXES'
 ]
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
@@ -72,6 +72,12 @@ def build_test_split_dataset(cfg: Config, split: str, **overrides):
     ds_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
     ds_cfg.update(split=split, test_mode=True, **overrides)
     return DATASETS.build(ds_cfg)
+
+
+def test_metric_cfg(cfg: Config) -> dict:
+    """The config's (first) test metric: ``test_evaluator``, or its first entry when a list."""
+    evaluator = cfg.test_evaluator
+    return evaluator[0] if isinstance(evaluator, (list, tuple)) else evaluator
 
 
 def _metainfo_from_config(config: Config, field: str):
